@@ -1,0 +1,1 @@
+"""Lightning callbacks of lightning-inv: per-epoch invariance evaluation and figure logging."""

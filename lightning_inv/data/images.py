@@ -1,0 +1,125 @@
+"""Labelled image files as tensors in [0, 1], with unreadable files skipped and counted.
+
+Images are prepared as timm's eval transform does (resize the shorter side to
+``size / crop_pct``, centre crop ``size``) but *not* normalised: the transformation engine works on
+[0, 1] RGB and the model normalises (``InvarianceClassifier``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from timm.data import ImageNetInfo
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".jpeg")
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """A file and its class index; ``name`` identifies it in results (relative path or sample name)."""
+
+    path: Path
+    label: int
+    name: str
+
+
+def eval_transform(
+    size: int, crop_pct: float = 0.875, interpolation: str = "bicubic"
+) -> v2.Compose:
+    """PIL image -> float tensor [3, size, size] in [0, 1]: resize shorter side, centre crop."""
+    mode = v2.InterpolationMode(interpolation)
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.Resize(round(size / crop_pct), interpolation=mode, antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
+
+
+class LabelledImageDataset(Dataset):
+    """Yields ``{"image": [3, S, S] in [0, 1], "label", "index", "name"}``; ``None`` if unreadable."""
+
+    def __init__(
+        self,
+        items: Sequence[LabelledImage],
+        size: int,
+        crop_pct: float = 0.875,
+        interpolation: str = "bicubic",
+    ) -> None:
+        self.items = list(items)
+        self.transform = eval_transform(size, crop_pct, interpolation)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        try:
+            with Image.open(item.path) as img:
+                image = self.transform(img.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            warnings.warn(f"skipping unreadable image {item.path}: {err}", stacklevel=2)
+            return {"image": None, "label": item.label, "index": index, "name": item.name}
+        return {"image": image, "label": item.label, "index": index, "name": item.name}
+
+
+def collate_skipping(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the readable samples; the names of unreadable ones go to ``batch["skipped"]``."""
+    good = [s for s in samples if s["image"] is not None]
+    skipped = [s["name"] for s in samples if s["image"] is None]
+    if not good:
+        return {
+            "image": torch.empty(0, 3, 1, 1),
+            "label": torch.empty(0, dtype=torch.long),
+            "index": torch.empty(0, dtype=torch.long),
+            "name": [],
+            "skipped": skipped,
+        }
+    return {
+        "image": torch.stack([s["image"] for s in good]),
+        "label": torch.tensor([s["label"] for s in good], dtype=torch.long),
+        "index": torch.tensor([s["index"] for s in good], dtype=torch.long),
+        "name": [s["name"] for s in good],
+        "skipped": skipped,
+    }
+
+
+def imagefolder_items(root: str | Path) -> tuple[list[LabelledImage], list[str]]:
+    """Scan ``root/<class>/<image>``; returns (items, class names).
+
+    Folders named by ImageNet-1k synsets (``n01440764``) get their ImageNet index, so Imagenette
+    and ImageNet subsets map onto a 1000-class head; any other folder names get their sorted order.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data root not found: {root} (expected <root>/<class>/<image files>)"
+        )
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise FileNotFoundError(
+            f"no class folders in {root} (expected <root>/<class>/<image files>)"
+        )
+    synsets = ImageNetInfo().label_names()
+    synset_index = {s: i for i, s in enumerate(synsets)}
+    use_imagenet = all(f.name in synset_index for f in folders)
+    classes = list(synsets) if use_imagenet else [f.name for f in folders]
+    items = []
+    for position, folder in enumerate(folders):
+        label = synset_index[folder.name] if use_imagenet else position
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                items.append(LabelledImage(path, label, str(path.relative_to(root))))
+    if not items:
+        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return items, classes

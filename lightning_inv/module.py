@@ -1,0 +1,203 @@
+"""``InvarianceClassifier``: a timm backbone as a LightningModule for fine-tuning and evaluation.
+
+Batches are dicts ``{"image": [B, 3, H, W] float in [0, 1], "label": [B] long, ...}``: the module
+normalises with the backbone's own mean and std, so the transformation engine and every fill mode
+work on plain RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_inv.backbones import (
+    BackboneError,
+    create_backbone,
+    load_checked_state_dict,
+    read_checkpoint,
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class InvarianceClassifier(pl.LightningModule):
+    """Cross-entropy classifier around ``create_backbone(model_name, ...)``.
+
+    Args:
+        model_name: timm model name.
+        pretrained: start from ImageNet weights (offline for ``tf_efficientnet_lite0/1/2``).
+        modify: ``None``, ``"avgpool"`` or ``"blurpool"`` surgery.
+        num_classes: classifier size (the pretrained head is replaced when it differs).
+        optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9, Nesterov).
+        lr: learning rate of the head; the backbone gets ``lr * backbone_lr_scale``.
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        backbone_lr_scale: factor on the backbone's learning rate (e.g. 0.1 for fine-tuning).
+        freeze_backbone: train the classifier only.
+        warmup_epochs: linear warm-up before the cosine decay (fractions allowed).
+        image_size: input resolution; ``None`` uses the model's default (timm data config).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "tf_efficientnet_lite0",
+        pretrained: bool = True,
+        modify: Literal["avgpool", "blurpool"] | None = None,
+        num_classes: int = 1000,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        backbone_lr_scale: float = 1.0,
+        freeze_backbone: bool = False,
+        warmup_epochs: float = 0.0,
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+        self.model, self.data_config = create_backbone(
+            model_name, pretrained=pretrained, modify=modify, num_classes=num_classes
+        )
+        self.model.train()  # create_backbone returns eval mode; Lightning keeps modules' modes
+        if image_size is not None:
+            self.data_config["input_size"] = (3, image_size, image_size)
+        mean = torch.tensor(self.data_config["mean"]).view(1, 3, 1, 1)
+        std = torch.tensor(self.data_config["std"]).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        if freeze_backbone:
+            head = set(map(id, self.model.get_classifier().parameters()))
+            for param in self.model.parameters():
+                param.requires_grad_(id(param) in head)
+        top5 = min(5, num_classes)
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.hparams.num_classes)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square input the model expects (px)."""
+        return int(self.data_config["input_size"][-1])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **overrides: Any) -> InvarianceClassifier:
+        """Re-create a model from one of this project's checkpoints, loaded with ``weights_only``.
+
+        The saved hyperparameters rebuild the architecture (without downloading pretrained
+        weights), then the checkpoint's weights are loaded and checked key by key.
+        """
+        state, hparams = read_checkpoint(path)
+        if not hparams:
+            raise BackboneError(
+                f"{path} has no saved hyperparameters: it is not a checkpoint of train.py. "
+                "Load plain state dicts with create_backbone(name, checkpoint=PATH)."
+            )
+        hparams.update(pretrained=False, **overrides)
+        module = cls(**hparams)
+        load_checked_state_dict(module.model, state, f"checkpoint {path}")
+        return module.eval()
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """[B, 3, H, W] in [0, 1] -> normalised with the backbone's mean and std."""
+        return (images - self.mean) / self.std
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Images [B, 3, H, W] in [0, 1] -> logits [B, num_classes]."""
+        return self.model(self.normalize(images))
+
+    def _check_labels(self, labels: Tensor) -> None:
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(
+                f"label {int(labels.max())} is outside the model's {self.num_classes} classes: "
+                "set num_classes to the data set's class count"
+            )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        self._check_labels(batch["label"])
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step}: lower the learning rate (lr={self.hparams.lr}) or check the data"
+            )
+        acc = (logits.argmax(-1) == batch["label"]).float().mean()
+        size = len(batch["label"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/acc", acc, prog_bar=True, batch_size=size)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+        self._check_labels(batch["label"])
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        top1, top5 = getattr(self, f"{stage}_top1"), getattr(self, f"{stage}_top5")
+        top1.update(logits, batch["label"])
+        top5.update(logits, batch["label"])
+        size = len(batch["label"])
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=size)
+        self.log(f"{stage}/acc", top1, prog_bar=True, batch_size=size)
+        self.log(f"{stage}/top5_acc", top5, batch_size=size)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Returns ``{"probs": [B, C], "top1": [B]}`` (plus ``label`` when the batch has one)."""
+        probs = self(batch["image"]).softmax(-1)
+        out = {"probs": probs, "top1": probs.argmax(-1)}
+        if "label" in batch:
+            out["label"] = batch["label"]
+        return out
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        head_ids = set(map(id, self.model.get_classifier().parameters()))
+        head = [p for p in self.model.parameters() if id(p) in head_ids and p.requires_grad]
+        body = [p for p in self.model.parameters() if id(p) not in head_ids and p.requires_grad]
+        groups = [{"params": head, "lr": hp.lr}]
+        if body:
+            groups.append({"params": body, "lr": hp.lr * hp.backbone_lr_scale})
+        if hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(
+                groups, lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay
+            )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = round(hp.warmup_epochs * total / epochs)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())

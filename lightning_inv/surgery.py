@@ -1,0 +1,138 @@
+"""Architectural surgery that makes subsampling respect the sampling theorem (DESIGN.md section 4).
+
+- ``avgpool``: Azulay & Weiss (2019), Sec. 3: every 2x2 max pool of VGG16 becomes a 6x6 average
+  pool, stride 2, padding 2. Generalised here to any max pool with stride > 1: the window grows by
+  2 px on each side (kernel k+4, padding p+2), which is exactly 6x6/pad 2 for k=2 and keeps the
+  output shape for every k.
+- ``blurpool``: Zhang (2019), "Making convolutional networks shift-invariant again":
+  MaxPool(k, s) -> MaxPool(k, 1) + BlurPool(s); a strided conv followed by its norm and activation
+  -> the same conv with stride 1, its norm and activation, then BlurPool(s); a strided 1x1 conv
+  (a pointwise projection, which commutes with the blur) -> BlurPool(s) then the conv with stride 1.
+  The blur is ``timm.layers.BlurPool2d``.
+
+Pretrained weights are kept: only strides, pooling modules and wrappers change.
+"""
+
+from __future__ import annotations
+
+from timm.layers import BlurPool2d
+from torch import nn
+
+SURGERIES = ("avgpool", "blurpool")
+
+# Modules that may sit between a strided conv and the point where its output has passed the
+# norm and the nonlinearity; the blur goes after the last of them.
+_NORM_ACT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.Identity,
+    nn.Dropout,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Sigmoid,
+    nn.Tanh,
+)
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[-1])
+
+
+def _is_norm_or_act(module: nn.Module) -> bool:
+    if isinstance(module, _NORM_ACT_TYPES):
+        return True
+    # timm's fused BatchNormAct2d / GroupNormAct and its activation layers live in timm.layers.
+    name = type(module).__name__.lower()
+    return any(tag in name for tag in ("norm", "act", "drop", "relu", "swish", "silu", "gelu"))
+
+
+def _replace_maxpools_with_avgpools(model: nn.Module) -> int:
+    replaced = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.MaxPool2d) and max(_pair(child.stride)) > 1:
+                kernel, padding = _pair(child.kernel_size), _pair(child.padding)
+                avg = nn.AvgPool2d(
+                    kernel_size=(kernel[0] + 4, kernel[1] + 4),
+                    stride=child.stride,
+                    padding=(padding[0] + 2, padding[1] + 2),
+                    ceil_mode=child.ceil_mode,
+                    count_include_pad=False,
+                )
+                setattr(parent, child_name, avg)
+                replaced += 1
+    return replaced
+
+
+def _blur(stride: int) -> BlurPool2d:
+    return BlurPool2d(channels=None, filt_size=3, stride=stride)
+
+
+def _blur_strided_ops(model: nn.Module) -> int:
+    """Apply Zhang's surgery in place; returns the number of strided ops changed."""
+    changed = 0
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for index, (child_name, child) in enumerate(children):
+            if isinstance(child, nn.MaxPool2d) and max(_pair(child.stride)) > 1:
+                stride = max(_pair(child.stride))
+                child.stride = 1
+                setattr(parent, child_name, nn.Sequential(child, _blur(stride)))
+                changed += 1
+            elif isinstance(child, nn.Conv2d) and max(_pair(child.stride)) > 1:
+                stride = max(_pair(child.stride))
+                child.stride = (1, 1)
+                if max(_pair(child.kernel_size)) == 1:
+                    setattr(parent, child_name, nn.Sequential(_blur(stride), child))
+                    changed += 1
+                    continue
+                # Blur after the norm / activation that follow the conv among its siblings.
+                anchor_index = index
+                while anchor_index + 1 < len(children) and _is_norm_or_act(
+                    children[anchor_index + 1][1]
+                ):
+                    anchor_index += 1
+                anchor_name, anchor = children[anchor_index]
+                if anchor_index == index:  # nothing follows inside this container
+                    setattr(parent, child_name, nn.Sequential(child, _blur(stride)))
+                else:
+                    setattr(parent, anchor_name, nn.Sequential(anchor, _blur(stride)))
+                changed += 1
+    return changed
+
+
+def apply_surgery(model: nn.Module, modify: str) -> nn.Module:
+    """Modify ``model`` in place (``"avgpool"`` or ``"blurpool"``) and return it.
+
+    Raises ``ValueError`` for an unknown surgery, or when the model has nothing to modify.
+    """
+    if modify == "avgpool":
+        changed = _replace_maxpools_with_avgpools(model)
+        if changed == 0:
+            raise ValueError(
+                f"modify='avgpool' found no strided max pool in {type(model).__name__}; "
+                "it applies to VGG-style models. Use modify='blurpool' for strided convolutions."
+            )
+    elif modify == "blurpool":
+        changed = _blur_strided_ops(model)
+        if changed == 0:
+            raise ValueError(f"modify='blurpool' found no strided op in {type(model).__name__}")
+    else:
+        raise ValueError(f"unknown modify={modify!r}; choose one of {', '.join(SURGERIES)} or None")
+    return model
+
+
+def strided_ops(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every conv or pooling module of ``model`` with a stride > 1, by qualified name."""
+    pooling = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, BlurPool2d)
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, pooling) and max(_pair(module.stride)) > 1:
+            found.append((name, module))
+    return found
