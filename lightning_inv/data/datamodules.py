@@ -1,0 +1,95 @@
+"""Lightning DataModules for evaluation (any labelled image set) and the offline data sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lightning_inv.data.digits import CentredDigits
+from lightning_inv.data.images import (
+    LabelledImage,
+    LabelledImageDataset,
+    collate_skipping,
+    imagefolder_items,
+)
+from lightning_inv.data.samples import SAMPLE_PHOTOS, imagenet_index
+
+EVAL_DATASETS = ("sample", "imagefolder", "digits")
+
+
+def sample_items() -> list[LabelledImage]:
+    """The shipped photos (``samples.SAMPLE_PHOTOS``) with their ImageNet-1k labels."""
+    return [LabelledImage(p.path, imagenet_index(p.synset), p.name) for p in SAMPLE_PHOTOS]
+
+
+def choose_subset(dataset: Dataset, num_images: int | None, seed: int = 0) -> Dataset:
+    """A seeded choice of ``num_images`` items (all of them when None or larger than the set)."""
+    total = len(dataset)
+    if num_images is None or num_images >= total:
+        return dataset
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=num_images, replace=False))
+    return Subset(dataset, chosen.tolist())
+
+
+def build_eval_dataset(
+    name: str,
+    size: int,
+    root: str | Path | None = None,
+    crop_pct: float = 0.875,
+    interpolation: str = "bicubic",
+    num_images: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Evaluation images as [3, size, size] in [0, 1] with labels and indices.
+
+    ``sample``: the shipped photos (ImageNet labels); ``imagefolder``: ``root/<synset>/*``;
+    ``digits``: scikit-learn's test digits centred on a ``size`` canvas (10 classes).
+    """
+    if name == "sample":
+        dataset: Dataset = LabelledImageDataset(sample_items(), size, crop_pct, interpolation)
+    elif name == "imagefolder":
+        if root is None:
+            raise ValueError("data 'imagefolder' needs a root folder (--data-root DIR)")
+        items, _ = imagefolder_items(root)
+        dataset = LabelledImageDataset(items, size, crop_pct, interpolation)
+    elif name == "digits":
+        dataset = CentredDigits("test", canvas=size, digit_size=size // 2)
+    else:
+        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(EVAL_DATASETS)}")
+    return choose_subset(dataset, num_images, seed)
+
+
+class EvalDataModule(pl.LightningDataModule):
+    """Serves a data set to ``Trainer.test`` in order; under DDP each rank gets a disjoint share
+    and no image is repeated (so sums over ranks are exact)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int = 8, num_workers: int = 0) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    def test_dataloader(self) -> DataLoader:
+        sampler = None
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(
+                self.dataset,
+                num_replicas=trainer.world_size,
+                rank=trainer.global_rank,
+                shuffle=False,
+            )
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_skipping,
+        )

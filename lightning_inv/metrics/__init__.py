@@ -1,0 +1,31 @@
+"""Invariance measures as torchmetrics ``Metric`` classes (functional core in ``functional``)."""
+
+from lightning_inv.metrics.classes import (
+    Consistency,
+    Count,
+    FlipRate,
+    Jaggedness,
+    MeanAbsoluteChange,
+    MeanAbsoluteDifference,
+    TopFiveDistance,
+    TopOneChange,
+    ViewAccuracy,
+    WorstOfKAccuracy,
+)
+from lightning_inv.metrics.nonshiftability import FeatureSums, Nonshiftability, probe_layers
+
+__all__ = [
+    "Consistency",
+    "Count",
+    "FeatureSums",
+    "FlipRate",
+    "Jaggedness",
+    "MeanAbsoluteChange",
+    "MeanAbsoluteDifference",
+    "Nonshiftability",
+    "TopFiveDistance",
+    "TopOneChange",
+    "ViewAccuracy",
+    "WorstOfKAccuracy",
+    "probe_layers",
+]

@@ -1,0 +1,151 @@
+"""Functional core of the invariance measures (DESIGN.md section 3).
+
+Inputs: ``logits`` [N, T, C] for N images with T views each (views in protocol order), ``target``
+[N] class indices. ``p = softmax(logits)``; consecutive pairs are (t, t+1), t = 0..T-2.
+Each ``*_sums`` function returns the (numerator, denominator) sums of one batch, so that the
+``Metric`` classes only add them up (exact under DDP); the plain functions return the value.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_logits(logits: Tensor, target: Tensor | None = None, min_views: int = 1) -> None:
+    """Raise ``ValueError`` unless logits are [N, T, C] (T >= min_views) and target fits them."""
+    if logits.dim() != 3:
+        raise ValueError(
+            f"logits must be [N, T, C] (images, views, classes); got {tuple(logits.shape)}"
+        )
+    if logits.shape[1] < min_views:
+        raise ValueError(
+            f"this measure needs at least {min_views} views per image; got {logits.shape[1]}"
+        )
+    if target is None:
+        return
+    if target.shape != logits.shape[:1]:
+        raise ValueError(f"target must be [N] = [{logits.shape[0]}]; got {tuple(target.shape)}")
+    if target.numel() and (target.min() < 0 or target.max() >= logits.shape[-1]):
+        raise ValueError(
+            f"target labels must be in [0, {logits.shape[-1]}); got {int(target.min())}..{int(target.max())}"
+        )
+
+
+def view_accuracy_sums(logits: Tensor, target: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
+    """Correct (views with the label in the top-k) and total views."""
+    check_logits(logits, target)
+    k = min(top_k, logits.shape[-1])
+    topk = logits.topk(k, dim=-1).indices  # [N, T, k]
+    correct = (topk == target[:, None, None]).any(-1)
+    return correct.sum().float(), torch.tensor(float(correct.numel()), device=logits.device)
+
+
+def top1_change_sums(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Consecutive pairs whose top-1 differs, and the number of pairs."""
+    check_logits(logits, min_views=2)
+    top1 = logits.argmax(-1)
+    changes = top1[:, 1:] != top1[:, :-1]
+    return changes.sum().float(), torch.tensor(float(changes.numel()), device=logits.device)
+
+
+def mean_absolute_change_sums(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """MAC: sum over pairs of |p_t[a_t] - p_{t+1}[a_t]|, a_t = argmax p_t; and the pair count."""
+    check_logits(logits, min_views=2)
+    probs = logits.softmax(-1)
+    top1 = probs[:, :-1].argmax(-1, keepdim=True)
+    change = (probs[:, :-1].gather(-1, top1) - probs[:, 1:].gather(-1, top1)).abs()
+    return change.sum(), torch.tensor(float(change.numel()), device=logits.device)
+
+
+def mean_absolute_difference_sums(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """MAD (paper Fig. 7): sum over pairs of |p_t[y] - p_{t+1}[y]|; and the pair count."""
+    check_logits(logits, target, min_views=2)
+    p_true = logits.softmax(-1).gather(-1, target[:, None, None].expand(-1, logits.shape[1], 1))[
+        ..., 0
+    ]
+    diff = (p_true[:, 1:] - p_true[:, :-1]).abs()
+    return diff.sum(), torch.tensor(float(diff.numel()), device=logits.device)
+
+
+def jaggedness_counts(logits: Tensor, target: Tensor, top_k: int = 5) -> Tensor:
+    """Per image [N]: pairs where [y in top-k(p_t)] != [y in top-k(p_{t+1})] (paper Sec. 2)."""
+    check_logits(logits, target, min_views=2)
+    k = min(top_k, logits.shape[-1])
+    inside = (logits.topk(k, dim=-1).indices == target[:, None, None]).any(-1)  # [N, T]
+    return (inside[:, 1:] != inside[:, :-1]).sum(-1)
+
+
+def consistency_sums(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Over all pairs (a < b) of views of an image: pairs with the same top-1, and the pair count.
+
+    For T views the agreeing pairs are sum_c n_c (n_c - 1) / 2 with n_c the views predicting c.
+    """
+    check_logits(logits, min_views=2)
+    n, t, c = logits.shape
+    top1 = logits.argmax(-1)
+    counts = torch.zeros(n, c, device=logits.device).scatter_add_(
+        1, top1, torch.ones_like(top1, dtype=torch.float)
+    )
+    agree = (counts * (counts - 1) / 2).sum()
+    return agree, torch.tensor(n * t * (t - 1) / 2, device=logits.device)
+
+
+def flip_rates(logits: Tensor, distance: int = 1) -> Tensor:
+    """ImageNet-P flip probability per sequence [N]: mean over j >= d of 1[top1_j != top1_{j-d}]."""
+    check_logits(logits, min_views=distance + 1)
+    top1 = logits.argmax(-1)
+    return (top1[:, distance:] != top1[:, :-distance]).float().mean(-1)
+
+
+def top5_distances(logits: Tensor) -> Tensor:
+    """ImageNet-P top-5 distance per sequence [N], between consecutive frames.
+
+    With sigma(i) the rank in frame j of the class ranked i in frame j-1 (ordinal ranks, ties by
+    class index), d = sum_{i=1..5} |(i - 1) - min(sigma(i) - 1, 5)|; averaged over the frames
+    (hendrycks/robustness ImageNet-P/test.py, ``dist`` with mode "top5").
+    """
+    check_logits(logits, min_views=2)
+    order = torch.argsort(-logits, dim=-1, stable=True)  # classes by rank, per frame
+    ranks = torch.argsort(order, dim=-1)  # 0-based rank of each class, per frame
+    k = min(5, logits.shape[-1])
+    previous_top = order[:, :-1, :k]  # [N, T-1, k]: classes ranked 0..k-1 in frame j-1
+    sigma = ranks[:, 1:].gather(-1, previous_top)  # their 0-based ranks in frame j
+    positions = torch.arange(k, device=logits.device)
+    dist = (positions - sigma.clamp(max=5)).abs().sum(-1).float()  # [N, T-1]
+    return dist.mean(-1)
+
+
+def worst_of_k_correct(logits: Tensor, target: Tensor) -> Tensor:
+    """Per image [N] bool: top-1 correct in every view."""
+    check_logits(logits, target)
+    return (logits.argmax(-1) == target[:, None]).all(-1)
+
+
+def _ratio(sums: tuple[Tensor, Tensor]) -> Tensor:
+    return sums[0] / sums[1]
+
+
+def view_accuracy(logits: Tensor, target: Tensor, top_k: int = 1) -> Tensor:
+    """Mean over images and views of 1[y in top-k(p_t)]."""
+    return _ratio(view_accuracy_sums(logits, target, top_k))
+
+
+def p_top1_change(logits: Tensor) -> Tensor:
+    """P(top-1 change) between consecutive views."""
+    return _ratio(top1_change_sums(logits))
+
+
+def mean_absolute_change(logits: Tensor) -> Tensor:
+    """MAC between consecutive views."""
+    return _ratio(mean_absolute_change_sums(logits))
+
+
+def mean_absolute_difference(logits: Tensor, target: Tensor) -> Tensor:
+    """MAD of the true-class probability between consecutive views."""
+    return _ratio(mean_absolute_difference_sums(logits, target))
+
+
+def consistency(logits: Tensor) -> Tensor:
+    """Fraction of view pairs of the same image that agree on the top-1."""
+    return _ratio(consistency_sums(logits))

@@ -1,0 +1,41 @@
+"""The batched transformation engine: protocols (views of an image), fill modes, inpainting."""
+
+from lightning_inv.protocols.fill import FILL_MODES, compose
+from lightning_inv.protocols.inpaint import binomial_kernel, inpaint
+from lightning_inv.protocols.placement import place
+from lightning_inv.protocols.views import (
+    PROTOCOLS,
+    Circular,
+    Crop,
+    PairShift,
+    Protocol,
+    RandomLocation,
+    Scale,
+    Sequence_,
+    Translate,
+    WorstOfK,
+    check_images,
+    create_protocol,
+    resize,
+)
+
+__all__ = [
+    "FILL_MODES",
+    "PROTOCOLS",
+    "Circular",
+    "Crop",
+    "PairShift",
+    "Protocol",
+    "RandomLocation",
+    "Scale",
+    "Sequence_",
+    "Translate",
+    "WorstOfK",
+    "binomial_kernel",
+    "check_images",
+    "compose",
+    "create_protocol",
+    "inpaint",
+    "place",
+    "resize",
+]

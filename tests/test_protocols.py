@@ -1,0 +1,175 @@
+"""Protocols: exact 1-px shifts, seeding, fills, shapes and bad input."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from lightning_inv.protocols import (
+    PROTOCOLS,
+    Circular,
+    Crop,
+    PairShift,
+    RandomLocation,
+    Scale,
+    Sequence_,
+    Translate,
+    WorstOfK,
+    create_protocol,
+    place,
+)
+
+
+def _dot_image(size: int = 32, row: int = 5, col: int = 9) -> torch.Tensor:
+    image = torch.zeros(1, 3, size, size)
+    image[..., row, col] = 1.0
+    return image
+
+
+def _dot_position(view: torch.Tensor) -> tuple[int, int]:
+    return tuple((view[0] > 0.5).nonzero()[0].tolist())
+
+
+@pytest.mark.parametrize(
+    "direction,step", [("vertical", (1, 0)), ("horizontal", (0, 1)), ("diagonal", (1, 1))]
+)
+def test_translate_moves_the_object_by_exactly_one_pixel(direction, step):
+    protocol = Translate(canvas=64, scale=0.5, max_shift=5, fill="black", direction=direction)
+    views = protocol(_dot_image())[0]  # object 32 px = the source: no resampling
+    positions = [_dot_position(v) for v in views]
+    centre = (64 - 32) // 2
+    assert positions[0] == (centre - 5 * step[0] + 5, centre - 5 * step[1] + 9)
+    for before, after in itertools.pairwise(positions):
+        assert (after[0] - before[0], after[1] - before[1]) == step
+    assert protocol.positions == list(range(-5, 6))
+
+
+def test_crop_and_sequence_views_are_exact_shifts_of_each_other():
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 40, 40)
+    crop = Crop(canvas=30, margin=10, steps=9)(image)[0]
+    # Window k starts k px right and down: content moves by -1 px per view.
+    assert torch.equal(crop[1][:, :-1, :-1], crop[0][:, 1:, 1:])
+    frames = Sequence_(canvas=30, max_shift=4)(image)[0]
+    assert frames.shape == (9, 3, 30, 30)
+    # Frame t+1 shows the content 1 px further right.
+    assert torch.equal(frames[1][:, :, 1:], frames[0][:, :, :-1])
+
+
+def test_scale_grows_the_object_one_pixel_per_view():
+    image = torch.ones(1, 3, 20, 20)
+    protocol = Scale(canvas=40, min_scale=0.25, max_scale=0.5, fill="black")
+    views = protocol(image)[0]
+    sides = [int((v[0].sum(0) > 0.5).sum()) for v in views]
+    assert sides == list(range(10, 21)) == protocol.positions
+
+
+def test_random_location_is_seeded_per_sample_index_and_uniform_in_range():
+    image = torch.rand(4, 3, 20, 20)
+    protocol = RandomLocation(canvas=60, scale=0.25, fill="black")
+    first = protocol(image, torch.tensor([0, 1, 2, 3]))
+    again = protocol(image[[2, 3]], torch.tensor([2, 3]))  # other batch composition, same index
+    assert torch.equal(first[2:], again)
+    offsets = protocol.offsets(torch.arange(2000))
+    assert offsets.min() == 0 and offsets.max() == 60 - 15
+    assert abs(offsets.float().mean().item() - 22.5) < 1.5
+    other_seed = RandomLocation(canvas=60, scale=0.25, fill="black", seed=1)
+    assert not torch.equal(other_seed.offsets(torch.arange(50)), protocol.offsets(torch.arange(50)))
+
+
+def test_circular_view_is_a_torch_roll():
+    image = torch.rand(3, 3, 32, 32)
+    protocol = Circular(canvas=32, max_shift=8)
+    views = protocol(image, torch.arange(3))
+    shifts = protocol.shifts(torch.arange(3))
+    for b in range(3):
+        rolled = torch.roll(image[b], shifts=tuple(shifts[b].tolist()), dims=(-2, -1))
+        assert torch.equal(views[b, 1], rolled)
+        assert torch.equal(views[b, 0], image[b])
+
+
+def test_pair_shift_windows_come_from_the_256_crop():
+    protocol = PairShift(canvas=224)
+    assert protocol.base == 256 and protocol.max_offset == 32
+    views = protocol(torch.rand(2, 3, 224, 224), torch.tensor([0, 1]))
+    assert views.shape == (2, 2, 3, 224, 224)
+
+
+@pytest.mark.parametrize("fill", ["mean", "black", "edge", "inpaint"])
+def test_fill_modes(fill):
+    image = torch.full((1, 3, 16, 16), 0.8)
+    protocol = Translate(canvas=32, scale=0.5, max_shift=2, fill=fill, mean=(0.1, 0.2, 0.3))
+    corner = protocol(image)[0, 0, :, 0, 0]
+    expected = {
+        "mean": [0.1, 0.2, 0.3],
+        "black": [0.0, 0.0, 0.0],
+        "edge": [0.8] * 3,
+        "inpaint": [0.8] * 3,
+    }[fill]
+    torch.testing.assert_close(corner, torch.tensor(expected), atol=1e-5, rtol=0)
+
+
+def test_worst_of_k_grid_contains_the_identity_view():
+    image = torch.rand(1, 3, 32, 32)
+    protocol = WorstOfK(canvas=32, max_translation=4, max_rotation=10)
+    views = protocol(image)[0]
+    assert views.shape[0] == protocol.num_views == 27
+    identity = protocol.grid.index((0.0, 0.0, 0.0))
+    torch.testing.assert_close(views[identity], image[0], atol=1e-5, rtol=0)
+
+
+def test_every_protocol_returns_b_t_3_canvas_canvas():
+    image = torch.rand(2, 3, 48, 48)
+    for name in PROTOCOLS:
+        kwargs = {"max_shift": 4} if name == "translate" else {}
+        protocol = create_protocol(name, canvas=40, **kwargs)
+        views = protocol(image, torch.tensor([0, 1]))
+        assert views.shape == (2, protocol.num_views, 3, 40, 40), name
+        assert views.min() >= 0 and views.max() <= 1, name
+
+
+def test_place_wrap_clamp_and_zero_modes():
+    image = torch.arange(16.0).view(1, 1, 4, 4)
+    zeros, known = place(image, torch.tensor([[1, 1]]), 4)
+    assert zeros[0, 0, 0].tolist() == [0, 0, 0, 0] and not known[0, 0, 0].any()
+    assert zeros[0, 0, 1, 1:].tolist() == [0, 1, 2]
+    clamped, _ = place(image, torch.tensor([[1, 1]]), 4, mode="clamp")
+    assert clamped[0, 0, 0].tolist() == [0, 0, 1, 2]
+    wrapped, _ = place(image, torch.tensor([[1, 1]]), 4, mode="wrap")
+    assert torch.equal(wrapped, torch.roll(image, (1, 1), dims=(-2, -1)))
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (
+            lambda: Translate(canvas=64, scale=0.75, max_shift=20),
+            "view range larger than the canvas",
+        ),
+        (lambda: Translate(scale=1.5), r"object scale must be in \(0, 1\]"),
+        (lambda: RandomLocation(scale=0.0), r"object scale must be in \(0, 1\]"),
+        (lambda: Crop(margin=4, steps=9), "view range larger than the canvas"),
+        (lambda: Translate(fill="blur"), "unknown fill"),
+        (lambda: create_protocol("rotate"), "unknown protocol"),
+        (lambda: create_protocol("crop", scale=0.5), "bad parameters"),
+    ],
+)
+def test_bad_parameters_fail_before_any_compute(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    "images,message",
+    [
+        (torch.rand(3, 32, 32), r"\[B, 3, H, W\]"),
+        (torch.rand(1, 1, 32, 32), r"\[B, 3, H, W\]"),
+        (torch.rand(1, 3, 32, 32) * 255, r"in \[0, 1\]"),
+        (torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8), "divide by 255"),
+    ],
+)
+def test_bad_images_are_rejected(images, message):
+    with pytest.raises(ValueError, match=message):
+        Crop(canvas=16)(images)
