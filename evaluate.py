@@ -1,0 +1,268 @@
+"""Run the paper's invariance experiments on pretrained models and checkpoints.
+
+With no arguments: the three offline EfficientNet-Lite models on the shipped sample photos, with
+translate (inpaint and mean fill), crop, scale, random location at three object scales, pair shift
+and nonshiftability. Writes results.json and a per-image CSV under --output and prints a table.
+
+Examples:
+    python evaluate.py
+    python evaluate.py --models resnet50 resnet50:blurpool --pretrained --data imagefolder --data-root ~/imagenette/val
+    python evaluate.py --models runs/train/last.ckpt --data digits --protocols translate_mean random_location
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_inv.backbones import OFFLINE_WEIGHTS, BackboneError
+from lightning_inv.data.datamodules import EVAL_DATASETS, EvalDataModule, build_eval_dataset
+from lightning_inv.evaluation import InvarianceEvaluator
+from lightning_inv.module import InvarianceClassifier
+from lightning_inv.protocols import Protocol, create_protocol
+
+DEFAULT_PROTOCOLS = (
+    "translate_inpaint",
+    "translate_mean",
+    "crop",
+    "scale_inpaint",
+    "random_location",
+    "pair_shift",
+)
+PROTOCOL_CHOICES = (
+    "translate_inpaint", "translate_mean", "translate_black", "translate_edge", "crop", "scale_inpaint",
+    "scale_mean", "random_location", "pair_shift", "circular", "sequence", "worst_of_k",
+)  # fmt: skip
+SUMMARY_COLUMNS = ("accuracy", "p_top1_change", "mac", "mad", "jagged_fraction", "consistency")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(OFFLINE_WEIGHTS),
+        help="timm names, NAME:avgpool / NAME:blurpool, or checkpoint files of train.py",
+    )
+    parser.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ImageNet weights for timm names (offline for tf_efficientnet_lite0/1/2)",
+    )
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="classifier size for timm names"
+    )
+    parser.add_argument("--data", choices=EVAL_DATASETS, default="sample")
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="root of <root>/<synset>/<images>"
+    )
+    parser.add_argument(
+        "--num-images", type=int, default=None, help="seeded random subset of the data"
+    )
+    parser.add_argument(
+        "--protocols", nargs="+", choices=PROTOCOL_CHOICES, default=list(DEFAULT_PROTOCOLS)
+    )
+    parser.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[0.3, 0.5, 0.7],
+        help="object scales of random_location",
+    )
+    parser.add_argument("--max-shift", type=int, default=16, help="translate: shifts -N..N px")
+    parser.add_argument(
+        "--direction", choices=("vertical", "horizontal", "diagonal"), default="vertical"
+    )
+    parser.add_argument(
+        "--object-scale", type=float, default=0.75, help="translate: object side / canvas"
+    )
+    parser.add_argument(
+        "--nonshiftability",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record per-layer feature sums for nonshiftability",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--batch-size", type=int, default=4, help="images per step (each makes T views)"
+    )
+    parser.add_argument("--chunk-size", type=int, default=64, help="views per forward pass")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--devices", default="auto")
+    parser.add_argument("--precision", default=None, help="e.g. 16-mixed, bf16-mixed")
+    parser.add_argument("--output", type=Path, default=None, help="default: runs/evaluate-<time>")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="allow writing into an existing --output"
+    )
+    return parser.parse_args(argv)
+
+
+def load_classifier(spec: str, args: argparse.Namespace) -> InvarianceClassifier:
+    """A model from a name, ``name:modify`` or a checkpoint path."""
+    if spec.endswith((".ckpt", ".pt", ".pth")) or Path(spec).is_file():
+        return InvarianceClassifier.from_checkpoint(spec)
+    name, _, modify = spec.partition(":")
+    kwargs: dict[str, Any] = {"pretrained": args.pretrained, "modify": modify or None}
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    return InvarianceClassifier(name, **kwargs)
+
+
+def build_protocols(
+    keys: list[str], canvas: int, mean: tuple[float, ...], args: argparse.Namespace
+) -> list[Protocol]:
+    protocols: list[Protocol] = []
+    common = {"canvas": canvas, "seed": args.seed}
+    for key in keys:
+        name, _, fill = (
+            key.rpartition("_") if key.startswith(("translate_", "scale_")) else (key, "", "")
+        )
+        if name == "translate":
+            protocols.append(
+                create_protocol(
+                    name,
+                    fill=fill,
+                    mean=mean,
+                    scale=args.object_scale,
+                    max_shift=args.max_shift,
+                    direction=args.direction,
+                    **common,
+                )
+            )
+        elif name == "scale":
+            protocols.append(create_protocol(name, fill=fill, mean=mean, **common))
+        elif key == "random_location":
+            protocols += [
+                create_protocol(key, scale=s, fill="inpaint", mean=mean, **common)
+                for s in args.scales
+            ]
+        elif key == "worst_of_k":
+            protocols.append(create_protocol(key, mean=mean, **common))
+        else:
+            protocols.append(create_protocol(key, **common))
+    return protocols
+
+
+def write_per_image_csv(path: Path, model: str, evaluator: InvarianceEvaluator) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(
+                ["image", "label", "model", "protocol", "view", "position", "p_true", "top1"]
+            )
+        for protocol in evaluator.protocols:
+            for row in evaluator.per_image[protocol.key]:
+                for view, (p_true, top1) in enumerate(zip(row["p_true"], row["top1"], strict=True)):
+                    writer.writerow(
+                        [
+                            row["image"],
+                            row["label"],
+                            model,
+                            protocol.key,
+                            view,
+                            protocol.positions[view],
+                            f"{p_true:.6f}",
+                            top1,
+                        ]
+                    )
+
+
+def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    header = f"{'model':28s} {'protocol':32s} " + " ".join(f"{c:>15s}" for c in SUMMARY_COLUMNS)
+    print(header)
+    print("-" * len(header))
+    for model, protocols in results.items():
+        for key, row in protocols.items():
+            if not isinstance(row, dict) or "accuracy" not in row:
+                continue
+            cells = " ".join(
+                f"{row[c]:15.3f}" if c in row else f"{'-':>15s}" for c in SUMMARY_COLUMNS
+            )
+            print(f"{model:28s} {key:32s} {cells}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    output = args.output or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S")
+    if output.exists() and any(output.iterdir()) and not args.overwrite:
+        print(
+            f"error: {output} exists and is not empty; pass --overwrite or another --output",
+            file=sys.stderr,
+        )
+        return 2
+    if args.data == "imagefolder" and args.data_root is None:
+        print("error: --data imagefolder needs --data-root DIR", file=sys.stderr)
+        return 2
+    pl.seed_everything(args.seed, verbose=False)
+    output.mkdir(parents=True, exist_ok=True)
+    csv_path = output / "per_image.csv"
+    csv_path.unlink(missing_ok=True)
+    results: dict[str, Any] = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "models": {},
+    }
+    for spec in args.models:
+        try:
+            classifier = load_classifier(spec, args)
+            config = classifier.data_config
+            dataset = build_eval_dataset(
+                args.data,
+                classifier.image_size,
+                args.data_root,
+                config.get("crop_pct", 0.875),
+                config.get("interpolation", "bicubic"),
+                args.num_images,
+                args.seed,
+            )
+            protocols = build_protocols(
+                args.protocols, classifier.image_size, tuple(config["mean"]), args
+            )
+        except (BackboneError, ValueError, FileNotFoundError) as err:
+            print(f"error: {spec}: {err}", file=sys.stderr)
+            return 2
+        evaluator = InvarianceEvaluator(
+            classifier,
+            protocols,
+            chunk_size=args.chunk_size,
+            probe=args.nonshiftability,
+            keep_per_image=True,
+        )
+        trainer = pl.Trainer(
+            accelerator=args.accelerator,
+            devices=args.devices,
+            precision=args.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+        )
+        print(
+            f"[{spec}] {len(dataset)} images x {sum(p.num_views for p in protocols)} views, canvas {classifier.image_size}px"
+        )
+        trainer.test(evaluator, datamodule=EvalDataModule(dataset, args.batch_size), verbose=False)
+        if trainer.global_rank != 0:
+            continue
+        results["models"][spec] = evaluator.results
+        write_per_image_csv(csv_path, spec, evaluator)
+        (output / "results.json").write_text(json.dumps(results, indent=2))  # after every model
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if pl.utilities.rank_zero.rank_zero_only.rank == 0:
+        print()
+        print_table(results["models"])
+        print(f"\nresults: {output / 'results.json'}\nper-image: {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
