@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         results["models"][spec] = evaluator.results
         write_per_image_csv(csv_path, spec, evaluator)
         (output / "results.json").write_text(json.dumps(results, indent=2))  # after every model
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     if pl.utilities.rank_zero.rank_zero_only.rank == 0:
         print()
         print_table(results["models"])

@@ -60,6 +60,11 @@ def sample_generator(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
+def _check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+
+
 def _check_scale(scale: float) -> None:
     if not 0 < scale <= 1:
         raise ValueError(f"object scale must be in (0, 1], got {scale}")
@@ -144,10 +149,7 @@ class Translate(_Filled):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_scale(self.scale)
-        if self.direction not in DIRECTIONS:
-            raise ValueError(
-                f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}"
-            )
+        _check_direction(self.direction)
         if self.step < 1 or self.max_shift < 1:
             raise ValueError("step and max_shift must be >= 1 px")
         free = (self.canvas - self.side) // 2
@@ -195,10 +197,7 @@ class Crop(Protocol):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.direction not in DIRECTIONS:
-            raise ValueError(
-                f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}"
-            )
+        _check_direction(self.direction)
         if not 2 <= self.steps <= self.margin + 1:
             raise ValueError(
                 f"view range larger than the canvas: {self.steps} crop offsets need margin >= "
