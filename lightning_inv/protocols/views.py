@@ -375,6 +375,12 @@ class Sequence_(Protocol):
     name: ClassVar[str] = "sequence"
     axis_label: ClassVar[str] = "shift (px)"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_direction(self.direction)
+        if self.max_shift < 1:
+            raise ValueError(f"max_shift must be >= 1 px, got {self.max_shift}")
+
     @property
     def positions(self) -> list[float]:
         return list(range(-self.max_shift, self.max_shift + 1))
