@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,12 +23,20 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_inv.backbones import OFFLINE_WEIGHTS, BackboneError
 from lightning_inv.data.datamodules import EVAL_DATASETS, EvalDataModule, build_eval_dataset
+from lightning_inv.data.samples import imagenet_description
 from lightning_inv.evaluation import InvarianceEvaluator
+from lightning_inv.figures import ModelRun, write_figures
+from lightning_inv.loggers import LOGGER_CHOICES, create_logger, log_evaluation, per_image_summary
 from lightning_inv.module import InvarianceClassifier
+from lightning_inv.progress import ImagesPerSecondBar
 from lightning_inv.protocols import Protocol, create_protocol
+from lightning_inv.subsampling import measure_subsampling
+
+OUTPUT_ENV = "LIGHTNING_INV_EVAL_OUTPUT"  # shares the default run folder with DDP workers
 
 DEFAULT_PROTOCOLS = (
     "translate_inpaint",
@@ -62,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--num-classes", type=int, default=None, help="classifier size for timm names"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="canvas side in px (default: the model's native resolution)",
     )
     parser.add_argument("--data", choices=EVAL_DATASETS, default="sample")
     parser.add_argument(
@@ -103,6 +118,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default=None, help="e.g. 16-mixed, bf16-mixed")
     parser.add_argument("--output", type=Path, default=None, help="default: runs/evaluate-<time>")
     parser.add_argument(
+        "--logger",
+        choices=LOGGER_CHOICES,
+        default="csv",
+        help="where the numbers go besides results.json: csv (metrics.csv), wandb (offline when "
+        "not logged in; `wandb sync` uploads later) or none",
+    )
+    parser.add_argument(
+        "--figures",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw the paper's figures as PNG under OUTPUT/figures",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="allow writing into an existing --output"
     )
     return parser.parse_args(argv)
@@ -110,10 +138,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_classifier(spec: str, args: argparse.Namespace) -> InvarianceClassifier:
     """A model from a name, ``name:modify`` or a checkpoint path."""
+    overrides = {} if args.image_size is None else {"image_size": args.image_size}
     if spec.endswith((".ckpt", ".pt", ".pth")) or Path(spec).is_file():
-        return InvarianceClassifier.from_checkpoint(spec)
+        return InvarianceClassifier.from_checkpoint(spec, **overrides)
     name, _, modify = spec.partition(":")
-    kwargs: dict[str, Any] = {"pretrained": args.pretrained, "modify": modify or None}
+    kwargs: dict[str, Any] = {"pretrained": args.pretrained, "modify": modify or None, **overrides}
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
     return InvarianceClassifier(name, **kwargs)
@@ -193,10 +222,20 @@ def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
             print(f"{model:28s} {key:32s} {cells}")
 
 
+def resolve_output(args: argparse.Namespace) -> Path:
+    """The run folder; DDP worker processes (which re-run this script) reuse rank 0's choice."""
+    if args.output is not None:
+        return args.output
+    if OUTPUT_ENV not in os.environ:
+        os.environ[OUTPUT_ENV] = str(Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S"))
+    return Path(os.environ[OUTPUT_ENV])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    output = args.output or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S")
-    if output.exists() and any(output.iterdir()) and not args.overwrite:
+    output = resolve_output(args)
+    is_main = rank_zero_only.rank == 0
+    if is_main and output.exists() and any(output.iterdir()) and not args.overwrite:
         print(
             f"error: {output} exists and is not empty; pass --overwrite or another --output",
             file=sys.stderr,
@@ -206,12 +245,16 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --data imagefolder needs --data-root DIR", file=sys.stderr)
         return 2
     pl.seed_everything(args.seed, verbose=False)
-    output.mkdir(parents=True, exist_ok=True)
     csv_path = output / "per_image.csv"
-    csv_path.unlink(missing_ok=True)
+    if is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        csv_path.unlink(missing_ok=True)
+    runs: list[ModelRun] = []
+    per_image_rows: list[list[Any]] = []
     results: dict[str, Any] = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "models": {},
+        "subsampling": {},
     }
     for spec in args.models:
         try:
@@ -229,9 +272,18 @@ def main(argv: list[str] | None = None) -> int:
             protocols = build_protocols(
                 args.protocols, classifier.image_size, tuple(config["mean"]), args
             )
+            views_per_image = sum(p.num_views for p in protocols)
         except (BackboneError, ValueError, FileNotFoundError) as err:
             print(f"error: {spec}: {err}", file=sys.stderr)
             return 2
+        subsampling = measure_subsampling(classifier.model, classifier.image_size)
+        results["subsampling"][spec] = {
+            "factor": subsampling.factor,
+            "invariant_fraction": subsampling.invariant_fraction,
+            "layers": [list(layer) for layer in subsampling.layers],
+        }
+        if is_main:
+            print(f"[{spec}] {subsampling.describe()}")
         evaluator = InvarianceEvaluator(
             classifier,
             protocols,
@@ -246,22 +298,45 @@ def main(argv: list[str] | None = None) -> int:
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,
+            callbacks=[ImagesPerSecondBar(views_per_image)],
         )
-        print(
-            f"[{spec}] {len(dataset)} images x {sum(p.num_views for p in protocols)} views, canvas {classifier.image_size}px"
-        )
+        if is_main:
+            print(
+                f"[{spec}] {len(dataset)} images x {views_per_image} views, "
+                f"canvas {classifier.image_size}px"
+            )
         trainer.test(evaluator, datamodule=EvalDataModule(dataset, args.batch_size), verbose=False)
         if trainer.global_rank != 0:
             continue
         results["models"][spec] = evaluator.results
         write_per_image_csv(csv_path, spec, evaluator)
         (output / "results.json").write_text(json.dumps(results, indent=2))  # after every model
+        per_image_rows += per_image_summary(spec, evaluator.per_image)
+        if args.figures:
+            runs.append(ModelRun.from_evaluator(spec, evaluator, dataset))
+        del evaluator, classifier
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    if pl.utilities.rank_zero.rank_zero_only.rank == 0:
-        print()
-        print_table(results["models"])
-        print(f"\nresults: {output / 'results.json'}\nper-image: {csv_path}")
+    if not is_main:
+        return 0
+    print()
+    print_table(results["models"])
+    figures = {}
+    if runs:
+        describe = imagenet_description if args.data != "digits" else str
+        try:
+            figures = write_figures(runs, output / "figures", describe)
+        except Exception as err:  # results.json and the CSV are written; report, don't lose them
+            print(f"warning: drawing the figures failed: {err!r}", file=sys.stderr)
+    print(f"\nresults: {output / 'results.json'}\nper-image: {csv_path}")
+    if figures:
+        print(f"figures: {output / 'figures'} ({len(figures)} PNG)")
+    try:
+        logger = create_logger(args.logger, output, output.name, results["config"])
+    except Exception as err:  # the files above are written; a logger must not fail the run
+        print(f"warning: could not start the {args.logger} logger: {err}", file=sys.stderr)
+        logger = None
+    log_evaluation(logger, results["models"], per_image_rows, figures)
     return 0
 
 

@@ -103,7 +103,8 @@ class InvarianceEvaluator(pl.LightningModule):
         )
         self.results: dict[str, dict[str, Any]] = {}
         self.per_image: dict[str, list[dict[str, Any]]] = {p.key: [] for p in protocols}
-        self.curves: dict[str, dict[str, list[Tensor]]] = {}
+        # After testing: {protocol key: {layer: feature sums [N, T, K]}} in data set order.
+        self.curves: dict[str, dict[str, Any]] = {}
 
     @staticmethod
     def _module_key(layer: str) -> str:
@@ -137,7 +138,7 @@ class InvarianceEvaluator(pl.LightningModule):
             for layer, layer_sums in sums.items():
                 shiftability[self._module_key(layer)].update(layer_sums)
                 self.curves.setdefault(protocol.key, {}).setdefault(layer, []).append(
-                    layer_sums.cpu()
+                    (indices.cpu(), layer_sums.cpu())
                 )
             if self.keep_per_image:
                 self._keep(protocol, logits, labels, batch)
@@ -148,10 +149,12 @@ class InvarianceEvaluator(pl.LightningModule):
         probs = logits.softmax(-1)
         p_true = probs.gather(-1, labels[:, None, None].expand(-1, probs.shape[1], 1))[..., 0].cpu()
         top1 = probs.argmax(-1).cpu()
-        names = batch.get("name", [str(int(i)) for i in batch.get("index", range(len(labels)))])
+        indices = batch.get("index", torch.arange(len(labels)))
+        names = batch.get("name", [str(int(i)) for i in indices])
         for row, name in enumerate(names):
             self.per_image[protocol.key].append(
                 {
+                    "index": int(indices[row]),
                     "image": name,
                     "label": int(labels[row]),
                     "p_true": p_true[row].tolist(),
@@ -159,7 +162,29 @@ class InvarianceEvaluator(pl.LightningModule):
                 }
             )
 
+    def _gather_kept(self) -> None:
+        """Per-image rows and curves from every rank, in data set order (DDP shards the data)."""
+        per_image, curves = self.per_image, self.curves
+        if self.trainer.world_size > 1:
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, (per_image, curves))
+            per_image = {key: [r for rank in gathered for r in rank[0][key]] for key in per_image}
+            curves = {}
+            for _, rank_curves in gathered:
+                for key, layers in rank_curves.items():
+                    for layer, parts in layers.items():
+                        curves.setdefault(key, {}).setdefault(layer, []).extend(parts)
+        self.per_image = {
+            key: sorted(rows, key=lambda r: r["index"]) for key, rows in per_image.items()
+        }
+        self.curves = {}
+        for key, layers in curves.items():
+            for layer, parts in layers.items():
+                order = torch.cat([i for i, _ in parts]).argsort()
+                self.curves.setdefault(key, {})[layer] = torch.cat([s for _, s in parts])[order]
+
     def on_test_epoch_end(self) -> None:
+        self._gather_kept()
         num_images = int(self.images.compute())
         skipped = int(self.skipped.compute())
         for position, protocol in enumerate(self.protocols):
@@ -169,15 +194,14 @@ class InvarianceEvaluator(pl.LightningModule):
                     row.update(_flatten(name, metric.compute()))
             row.update(num_images=num_images, num_views=protocol.num_views, skipped_images=skipped)
             if len(self.shiftability[position]) and num_images:
-                row["nonshiftability"] = {
-                    layer: float(
-                        self.shiftability[position][self._module_key(layer)].compute()["count"]
-                    )
+                measured = {
+                    layer: self.shiftability[position][self._module_key(layer)].compute()
                     for layer in self.layer_keys
                 }
+                row["nonshiftability"] = {k: float(v["count"]) for k, v in measured.items()}
+                row["nonshiftability_rate"] = {k: float(v["rate"]) for k, v in measured.items()}
             self.results[protocol.key] = row
             for name, value in row.items():
                 if isinstance(value, int | float):
-                    self.log(
-                        f"{protocol.key}/{name}", float(value), sync_dist=False, rank_zero_only=True
-                    )
+                    # Already reduced over ranks; sync_dist averages equal values (exact).
+                    self.log(f"{protocol.key}/{name}", float(value), sync_dist=True)

@@ -54,6 +54,17 @@ def test_results_json_matches_metrics_computed_directly(repo_root, tmp_path):
         "translate_mean"
     ]
     assert row["num_images"] == 3 and row["num_views"] == 9 and row["skipped_images"] == 0
+    assert "subsampling factor 32" in done.stdout
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["subsampling"]["tf_efficientnet_lite0"]["factor"] == 32
+    assert {p.name for p in (out / "figures").iterdir()} == {
+        "fig1_probability_translate_mean.png",
+        "fig2a_heatmap_translate_mean.png",
+        "fig2b_sensitivity.png",
+    }
+    assert (
+        "translate_mean/accuracy/tf_efficientnet_lite0" in (out / "csv" / "metrics.csv").read_text()
+    )
     # The same numbers, computed directly with the library.
     classifier = InvarianceClassifier("tf_efficientnet_lite0").eval()
     data = build_eval_dataset("sample", 224, num_images=3)
@@ -91,3 +102,39 @@ def test_unknown_model_and_missing_root_are_clear_errors(repo_root, tmp_path):
         str(tmp_path / "b"),
     )
     assert done.returncode == 2 and "data root not found" in done.stderr
+
+
+@pytest.mark.slow
+def test_one_and_two_processes_give_the_same_results(repo_root, tmp_path):
+    """DDP through evaluate.py itself: 5 photos on 1 process and on 2 CPU processes (uneven shards)."""
+    common = [
+        "--models", "tf_efficientnet_lite0", "--image-size", "96", "--num-images", "5",
+        "--protocols", "translate_mean", "pair_shift", "--max-shift", "3",
+        "--accelerator", "cpu", "--logger", "none", "--no-figures",
+    ]  # fmt: skip
+    outputs = []
+    for devices in ("1", "2"):
+        out = tmp_path / f"devices{devices}"
+        done = _run(repo_root, *common, "--devices", devices, "--output", str(out))
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(out)
+    assert "Starting with 2 processes" in done.stderr + done.stdout
+    one, two = (json.loads((o / "results.json").read_text())["models"] for o in outputs)
+    assert one["tf_efficientnet_lite0"]["translate_mean"]["num_images"] == 5
+    assert one["tf_efficientnet_lite0"]["translate_mean"]["mad"] > 0  # predictions do move
+    # Counts and rates of discrete events agree exactly; probabilities up to float rounding
+    # (a forward pass over a different batch composition rounds differently, ~1e-7).
+    for key, row in one["tf_efficientnet_lite0"].items():
+        other = two["tf_efficientnet_lite0"][key]
+        assert row.keys() == other.keys()
+        for name, value in row.items():
+            if name in ("mac", "mad"):
+                assert other[name] == pytest.approx(value, rel=1e-4), (key, name)
+            else:
+                assert other[name] == value, (key, name)
+    rows = [list(csv.DictReader((o / "per_image.csv").open())) for o in outputs]
+    assert [(r["image"], r["protocol"], r["view"], r["top1"]) for r in rows[0]] == [
+        (r["image"], r["protocol"], r["view"], r["top1"]) for r in rows[1]
+    ]
+    for a, b in zip(*rows, strict=True):
+        assert float(a["p_true"]) == pytest.approx(float(b["p_true"]), abs=1e-5)

@@ -1,0 +1,208 @@
+"""Per-epoch invariance evaluation during training (embedded random location + translation sweep).
+
+Every ``every_n_epochs`` validation epochs (and once in ``trainer.test``) the callback pushes a
+fixed, seeded set of held-out images through the current model:
+
+* ``random_location`` at each object scale: the image is shrunk to ``scale x canvas`` and placed at
+  a seeded random position (DESIGN.md section 2), accuracy only;
+* ``translate``: the image at the training object scale, shifted -N..N px: accuracy, accuracy at
+  shift 0 (``centred_accuracy``), P(top-1 change), jaggedness, consistency, MAC/MAD.
+
+Same views every epoch and on every rank: views are seeded by (seed, image index), and each rank
+takes a disjoint share of the images; the torchmetrics states are sums, reduced over ranks.
+Numbers are logged as ``invariance/<protocol>/<measure>`` and kept in ``history`` (saved in
+checkpoints, so a resumed run keeps it, and written to ``<log_dir>/invariance_history.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch.utils.data import Dataset
+
+from lightning_inv import metrics as M
+from lightning_inv.data.images import collate_skipping
+from lightning_inv.engine import view_logits
+from lightning_inv.evaluation import _flatten, metrics_for
+from lightning_inv.protocols import Protocol, RandomLocation, Translate
+
+
+class InvarianceEvaluation(Callback):
+    """Measure accuracy and invariance on embedded-random-location test views each epoch.
+
+    Args:
+        every_n_epochs: run after every N-th validation epoch (and after ``trainer.test``).
+        num_images: how many held-out images (the datamodule's ``invariance_dataset()``, first N).
+        scales: object scales (object side / canvas) of the random-location sets.
+        max_shift: translation sweep range, -N..N px.
+        translate_scale: object scale of the sweep (default: the datamodule's ``object_scale``).
+        fill: background of the embedded images: ``black``, ``mean``, ``edge`` or ``inpaint``.
+        seed: seeds the random locations (fixed across epochs).
+        batch_size: images per step; chunk_size: views per forward pass.
+        prefix: log key prefix.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        num_images: int = 100,
+        scales: tuple[float, ...] = (0.3, 0.5, 0.7),
+        max_shift: int = 8,
+        translate_scale: float | None = None,
+        fill: str = "black",
+        seed: int = 0,
+        batch_size: int = 32,
+        chunk_size: int = 256,
+        prefix: str = "invariance",
+    ) -> None:
+        if every_n_epochs < 1 or num_images < 1:
+            raise ValueError("every_n_epochs and num_images must be at least 1")
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self.scales = tuple(scales)
+        self.max_shift = max_shift
+        self.translate_scale = translate_scale
+        self.fill = fill
+        self.seed = seed
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        self.prefix = prefix
+        self.history: list[dict[str, Any]] = []
+        self.latest_per_image: dict[str, list[dict[str, Any]]] = {}
+        self.latest_protocols: list[Protocol] = []
+
+    # -- what is measured ---------------------------------------------------------------------
+
+    def protocols(self, datamodule: Any, pl_module: pl.LightningModule) -> list[Protocol]:
+        canvas = int(getattr(datamodule, "image_size", None) or pl_module.image_size)
+        mean = tuple(getattr(pl_module, "data_config", {}).get("mean", (0.5, 0.5, 0.5)))
+        common = {"canvas": canvas, "fill": self.fill, "mean": mean, "seed": self.seed}
+        scale = self.translate_scale or float(getattr(datamodule, "object_scale", 0.75))
+        return [RandomLocation(scale=s, **common) for s in self.scales] + [
+            Translate(scale=scale, max_shift=self.max_shift, **common)
+        ]
+
+    def _images(self, datamodule: Any) -> Dataset:
+        if not hasattr(datamodule, "invariance_dataset"):
+            raise TypeError(
+                f"{type(datamodule).__name__} has no invariance_dataset(): use one of the data "
+                "modules in lightning_inv.data.training or add the method"
+            )
+        dataset = datamodule.invariance_dataset()
+        return torch.utils.data.Subset(dataset, range(min(self.num_images, len(dataset))))
+
+    @torch.no_grad()
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        """Run every protocol on this rank's share of the images; returns reduced numbers."""
+        protocols = self.protocols(trainer.datamodule, pl_module)
+        dataset = self._images(trainer.datamodule)
+        share = range(trainer.global_rank, len(dataset), trainer.world_size)
+        measures = [metrics_for(p) for p in protocols]
+        centred = M.ViewAccuracy()
+        for group in measures:
+            for metric in group.values():
+                metric.to(pl_module.device)
+        centred.to(pl_module.device)
+        per_image: dict[str, list[dict[str, Any]]] = {p.key: [] for p in protocols}
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            for start in range(0, len(share), self.batch_size):
+                batch = collate_skipping(
+                    [dataset[i] for i in share[start : start + self.batch_size]]
+                )
+                if len(batch["image"]) == 0:
+                    continue
+                images = batch["image"].to(pl_module.device)
+                labels = batch["label"].to(pl_module.device)
+                for protocol, group in zip(protocols, measures, strict=True):
+                    logits, _ = view_logits(
+                        pl_module, protocol, images, batch["index"], self.chunk_size
+                    )
+                    for metric in group.values():
+                        metric.update(logits, labels)
+                    if isinstance(protocol, Translate):
+                        zero = protocol.positions.index(0)
+                        centred.update(logits[:, zero : zero + 1], labels)
+                    p_true = logits.softmax(-1).gather(
+                        -1, labels[:, None, None].expand(-1, logits.shape[1], 1)
+                    )
+                    for row, name in enumerate(batch["name"]):
+                        per_image[protocol.key].append(
+                            {"index": int(batch["index"][row]), "image": name, "label": int(labels[row]),
+                             "p_true": p_true[row, :, 0].tolist()}
+                        )  # fmt: skip
+        finally:
+            pl_module.train(was_training)
+        numbers: dict[str, float] = {}
+        for protocol, group in zip(protocols, measures, strict=True):
+            key = self._short_key(protocol)
+            for name, metric in group.items():
+                for flat, value in _flatten(name, metric.compute()).items():
+                    numbers[f"{key}/{flat}"] = value
+        numbers[f"{self._short_key(protocols[-1])}/centred_accuracy"] = float(centred.compute())
+        self.latest_per_image = _gather(per_image, trainer)
+        self.latest_protocols = protocols
+        return numbers
+
+    @staticmethod
+    def _short_key(protocol: Protocol) -> str:
+        if isinstance(protocol, RandomLocation):
+            return f"random_location_s{protocol.scale:g}"
+        return "translate"
+
+    # -- when ---------------------------------------------------------------------------------
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        numbers = self.measure(trainer, pl_module)
+        prefix = self.prefix if stage == "fit" else f"{self.prefix}_{stage}"
+        logged = {f"{prefix}/{k}": v for k, v in numbers.items()}
+        # Already reduced over ranks: sync_dist averages equal values, which is exact.
+        pl_module.log_dict(logged, sync_dist=True)
+        record = {
+            "stage": stage,
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            **numbers,
+        }
+        if stage == "fit":
+            self.history.append(record)
+        else:
+            self.last_test = record
+        if trainer.is_global_zero and trainer.log_dir:
+            path = Path(trainer.log_dir) / "invariance_history.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            content = {"history": self.history, "test": getattr(self, "last_test", None)}
+            path.write_text(json.dumps(content, indent=2))
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self._run(trainer, pl_module, "fit")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._run(trainer, pl_module, "test")
+
+    # -- resuming -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
+
+def _gather(
+    per_image: dict[str, list[dict[str, Any]]], trainer: pl.Trainer
+) -> dict[str, list[dict[str, Any]]]:
+    """Per-image rows from all ranks, in data set order."""
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        parts: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(parts, per_image)
+        per_image = {k: [r for part in parts for r in part[k]] for k in per_image}
+    return {k: sorted(rows, key=lambda r: r["index"]) for k, rows in per_image.items()}

@@ -1,0 +1,247 @@
+"""DataModules for ``train.py``: digits (offline), ImageNet-style folders, CIFAR-10.
+
+Each yields batches ``{"image": [B, 3, S, S] in [0, 1], "label": [B], "index": [B], "name"}``,
+augments only its training split (``Augmentation``, seeded per sample and epoch), knows its
+``num_classes`` (the classifier must match) and offers ``invariance_dataset()``: the held-out
+images that the invariance callbacks embed at random locations, with ``object_scale`` saying
+how large the object is in a training image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lightning_inv.data.augment import (
+    Augmentation,
+    AugmentedDataset,
+    EpochSeededSampler,
+    build_transform,
+)
+from lightning_inv.data.datamodules import choose_subset
+from lightning_inv.data.digits import NUM_DIGIT_CLASSES, CentredDigits
+from lightning_inv.data.images import (
+    LabelledImage,
+    LabelledImageDataset,
+    collate_skipping,
+    imagefolder_items,
+)
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    """Shared loaders; subclasses build ``train_set``, ``val_set``, ``test_set``.
+
+    Args:
+        batch_size: images per batch (per process under DDP).
+        num_workers: DataLoader workers.
+        augmentation: training augmentation; ``None`` or all-off is the baseline.
+        seed: seeds the shuffling and the augmentation (with the epoch and the sample index).
+        max_train_images: a seeded subset of the training split (quick runs, tests).
+    """
+
+    num_classes: int
+    image_size: int
+    object_scale: float = 0.75
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        augmentation: Augmentation | None = None,
+        seed: int = 0,
+        max_train_images: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augmentation = augmentation
+        self.seed = seed
+        self.max_train_images = max_train_images
+
+    def train_set(self) -> Dataset:
+        raise NotImplementedError
+
+    def val_set(self) -> Dataset:
+        raise NotImplementedError
+
+    def test_set(self) -> Dataset:
+        return self.val_set()
+
+    def invariance_dataset(self) -> Dataset:
+        """Held-out images whose object fills the frame (``RandomLocation`` re-embeds them)."""
+        return self.test_set()
+
+    def _loader(self, dataset: Dataset, train: bool = False) -> DataLoader:
+        sampler = None
+        if train:
+            trainer = self.trainer
+            sampler = EpochSeededSampler(
+                dataset,
+                num_replicas=trainer.world_size if trainer else 1,
+                rank=trainer.global_rank if trainer else 0,
+                shuffle=True,
+                seed=self.seed,
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_skipping,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        base = choose_subset(self.train_set(), self.max_train_images, self.seed)
+        transform = build_transform(self.augmentation, self.image_size)
+        return self._loader(AugmentedDataset(base, transform, self.seed), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set())
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set())
+
+
+class DigitsDataModule(ClassificationDataModule):
+    """scikit-learn's digits, ``digit_size`` px, centred on a ``canvas`` px frame (offline).
+
+    Train/val/test are 70/15/15 % of the 1,797 scans. ``invariance_dataset`` gives the test
+    digits cropped tight (``digit_size`` px), which the callbacks place on the canvas.
+    """
+
+    num_classes = NUM_DIGIT_CLASSES
+
+    def __init__(self, canvas: int = 64, digit_size: int = 32, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.canvas = canvas
+        self.digit_size = digit_size
+        self.image_size = canvas
+        self.object_scale = digit_size / canvas
+        CentredDigits("val", canvas, digit_size)  # validates the sizes now, not at fit time
+
+    def train_set(self) -> Dataset:
+        return CentredDigits("train", self.canvas, self.digit_size)
+
+    def val_set(self) -> Dataset:
+        return CentredDigits("val", self.canvas, self.digit_size)
+
+    def test_set(self) -> Dataset:
+        return CentredDigits("test", self.canvas, self.digit_size)
+
+    def invariance_dataset(self) -> Dataset:
+        return CentredDigits("test", self.digit_size, self.digit_size)
+
+
+class ImageFolderDataModule(ClassificationDataModule):
+    """``root/train/<class>/*`` and ``root/val/<class>/*`` (ImageNet, Imagenette layout).
+
+    Synset folder names map to ImageNet-1k indices (``num_classes`` 1000), others to their
+    sorted order. With ``random_resized_crop`` on, training images are loaded at
+    ``image_size / 0.875`` and cropped; otherwise at ``image_size`` (timm's eval transform).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 224,
+        train_dir: str = "train",
+        val_dir: str = "val",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+        self.image_size = image_size
+        self.train_items, classes = imagefolder_items(self.root / train_dir)
+        self.val_items, _ = imagefolder_items(self.root / val_dir)
+        self.num_classes = len(classes)
+
+    def train_set(self) -> Dataset:
+        crop = self.augmentation is not None and self.augmentation.random_resized_crop is not None
+        size = round(self.image_size / 0.875) if crop else self.image_size
+        return LabelledImageDataset(self.train_items, size)
+
+    def val_set(self) -> Dataset:
+        return LabelledImageDataset(self.val_items, self.image_size)
+
+
+class CIFAR10DataModule(ClassificationDataModule):
+    """torchvision's CIFAR-10 (downloaded to ``root`` when missing: needs network), upsampled to
+    ``image_size``. The test split serves validation and test."""
+
+    num_classes = 10
+
+    def __init__(
+        self, root: str | Path = "data", image_size: int = 64, download: bool = True, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+        self.image_size = image_size
+        self.download = download
+
+    def prepare_data(self) -> None:
+        from torchvision.datasets import CIFAR10
+
+        for train in (True, False):
+            try:
+                CIFAR10(str(self.root), train=train, download=self.download)
+            except RuntimeError as err:
+                raise RuntimeError(
+                    f"CIFAR-10 is not under {self.root} and could not be downloaded ({err}); "
+                    "download it on a machine with network or set data.root"
+                ) from err
+
+    def _split(self, train: bool) -> Dataset:
+        from torchvision.datasets import CIFAR10
+
+        data = CIFAR10(str(self.root), train=train, download=False)
+        return _TensorImages(data, self.image_size)
+
+    def train_set(self) -> Dataset:
+        return self._split(True)
+
+    def val_set(self) -> Dataset:
+        return self._split(False)
+
+
+class _TensorImages(Dataset):
+    """(PIL image, label) pairs -> ``{"image": [3, S, S] in [0, 1], "label", "index", "name"}``."""
+
+    def __init__(self, data: Dataset, size: int) -> None:
+        import torch
+        from torchvision.transforms import v2
+
+        self.data = data
+        self.transform = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Resize(size, antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = self.data[index]
+        return {
+            "image": self.transform(image),
+            "label": int(label),
+            "index": index,
+            "name": str(index),
+        }
+
+
+__all__ = [
+    "Augmentation",
+    "CIFAR10DataModule",
+    "ClassificationDataModule",
+    "DigitsDataModule",
+    "ImageFolderDataModule",
+    "LabelledImage",
+    "Subset",
+]

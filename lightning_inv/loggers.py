@@ -1,0 +1,133 @@
+"""Experiment loggers: W&B that falls back to offline mode, and result logging for evaluate.py.
+
+W&B is online only when the machine is logged in (``WANDB_API_KEY`` or a ``~/.netrc`` entry for
+the W&B host) or ``WANDB_MODE`` says so; otherwise runs are written offline under the run folder
+and ``wandb sync <folder>`` uploads them later. Logging never loses results: callers write their
+files first, and ``log_evaluation`` turns a W&B failure into a warning.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import netrc
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+LOGGER_CHOICES = ("csv", "wandb", "none")
+
+
+def wandb_logged_in() -> bool:
+    """Whether W&B has credentials here (environment or netrc), without contacting the server."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def wandb_offline() -> bool:
+    """Offline unless ``WANDB_MODE`` asks otherwise or the machine is logged in."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode:
+        return mode in ("offline", "dryrun", "disabled")
+    return not wandb_logged_in()
+
+
+class AutoWandbLogger(WandbLogger):
+    """Lightning's ``WandbLogger`` with ``offline=None`` meaning: offline when not logged in.
+
+    Usable from LightningCLI configs (``trainer.logger.class_path:
+    lightning_inv.loggers.AutoWandbLogger``).
+    """
+
+    def __init__(
+        self, *args: Any, offline: bool | None = None, project: str = "lightning-inv", **kwargs: Any
+    ) -> None:
+        if offline is None:
+            offline = wandb_offline()
+        super().__init__(*args, offline=offline, project=project, **kwargs)
+
+
+def create_logger(kind: str, save_dir: Path, name: str, config: Mapping[str, Any]) -> Logger | None:
+    """``csv`` -> ``CSVLogger`` writing ``save_dir/csv/metrics.csv``; ``wandb`` -> ``AutoWandbLogger``
+    with the run's config; ``none`` -> None."""
+    if kind == "none":
+        return None
+    if kind == "csv":
+        return CSVLogger(save_dir=str(save_dir), name="", version="csv")
+    if kind == "wandb":
+        logger = AutoWandbLogger(save_dir=str(save_dir), name=name)
+        logger.log_hyperparams(dict(config))
+        return logger
+    raise ValueError(f"unknown logger {kind!r}; choose one of {', '.join(LOGGER_CHOICES)}")
+
+
+def flat_results(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """``{model: {protocol: {metric: value}}}`` -> ``{"protocol/metric/model": value}``.
+
+    Keys start with the protocol, so W&B's default dashboard has one section per protocol;
+    nonshiftability becomes ``protocol/nonshiftability/<layer>/model``.
+    """
+    flat: dict[str, float] = {}
+    for model, protocols in results.items():
+        for key, row in protocols.items():
+            for metric, value in row.items():
+                if isinstance(value, Mapping):
+                    for layer, v in value.items():
+                        flat[f"{key}/{metric}/{layer}/{model}"] = float(v)
+                elif isinstance(value, int | float) and not isinstance(value, bool):
+                    flat[f"{key}/{metric}/{model}"] = float(value)
+    return flat
+
+
+def per_image_summary(
+    model: str, per_image: Mapping[str, list[Mapping[str, Any]]]
+) -> list[list[Any]]:
+    """Rows ``[image, label, model, protocol, mean/min P(true), top-1 changes, accuracy]``."""
+    rows = []
+    for key, records in per_image.items():
+        for r in records:
+            p, top1 = r["p_true"], r["top1"]
+            changes = sum(a != b for a, b in itertools.pairwise(top1))
+            accuracy = sum(t == r["label"] for t in top1) / len(top1)
+            rows.append(
+                [r["image"], r["label"], model, key, sum(p) / len(p), min(p), changes, accuracy]
+            )
+    return rows
+
+
+PER_IMAGE_COLUMNS = [
+    "image", "label", "model", "protocol", "mean_p_true", "min_p_true", "top1_changes", "accuracy",
+]  # fmt: skip
+
+
+def log_evaluation(
+    logger: Logger | None,
+    results: Mapping[str, Mapping[str, Any]],
+    per_image_rows: list[list[Any]],
+    figures: Mapping[str, Path],
+) -> None:
+    """Send an evaluation's numbers, per-image table and figures to ``logger``; warn on failure."""
+    if logger is None:
+        return
+    try:
+        metrics = {k: v for k, v in flat_results(results).items() if math.isfinite(v)}
+        logger.log_metrics(metrics)
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(metrics)
+            logger.log_table("per_image", columns=PER_IMAGE_COLUMNS, data=per_image_rows)
+            for name, path in figures.items():
+                logger.log_image(f"figures/{name}", images=[str(path)])
+        logger.save()
+        logger.finalize("success")
+    except Exception as err:  # a logging backend must never cost the results (already on disk)
+        warnings.warn(f"logging to {type(logger).__name__} failed: {err}", stacklevel=2)

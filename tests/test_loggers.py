@@ -1,0 +1,68 @@
+"""Loggers: offline W&B when not logged in, result keys grouped by protocol, failures are warnings."""
+
+from __future__ import annotations
+
+import pytest
+from pytorch_lightning.loggers import CSVLogger
+
+from lightning_inv import loggers
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    return tmp_path
+
+
+def test_wandb_is_offline_unless_logged_in(clean_env, monkeypatch):
+    assert loggers.wandb_offline()
+    (clean_env / ".netrc").write_text("machine api.wandb.ai login user password secret\n")
+    (clean_env / ".netrc").chmod(0o600)
+    assert not loggers.wandb_offline()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert loggers.wandb_offline()
+    monkeypatch.delenv("WANDB_MODE")
+    (clean_env / ".netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert not loggers.wandb_offline()
+
+
+def test_flat_results_start_with_the_protocol():
+    results = {"lite0": {"translate_mean": {"accuracy": 0.5, "num_images": 7,
+                                            "nonshiftability": {"blocks.0": 0.1}}}}  # fmt: skip
+    assert loggers.flat_results(results) == {
+        "translate_mean/accuracy/lite0": 0.5,
+        "translate_mean/num_images/lite0": 7.0,
+        "translate_mean/nonshiftability/blocks.0/lite0": 0.1,
+    }
+
+
+def test_per_image_summary_counts_changes_and_accuracy():
+    rows = loggers.per_image_summary(
+        "m", {"t": [{"image": "a", "label": 2, "p_true": [0.2, 0.6], "top1": [2, 3]}]}
+    )
+    assert rows == [["a", 2, "m", "t", pytest.approx(0.4), 0.2, 1, 0.5]]
+
+
+def test_csv_logger_writes_the_numbers(tmp_path):
+    logger = loggers.create_logger("csv", tmp_path, "run", {})
+    loggers.log_evaluation(logger, {"m": {"crop": {"accuracy": 0.25}}}, [], {})
+    text = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "crop/accuracy/m" in text and "0.25" in text
+
+
+def test_a_failing_logger_is_a_warning_not_a_crash(tmp_path):
+    class Broken(CSVLogger):
+        def log_metrics(self, metrics, step=None):
+            raise ConnectionError("server unreachable")
+
+    with pytest.warns(UserWarning, match="server unreachable"):
+        loggers.log_evaluation(Broken(str(tmp_path)), {"m": {"crop": {"accuracy": 1.0}}}, [], {})
+
+
+def test_unknown_logger_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="csv, wandb, none"):
+        loggers.create_logger("tensorboard", tmp_path, "run", {})
