@@ -21,9 +21,11 @@ class RandomStateCheckpoint(Callback):
     """Save the RNG states of this process in the checkpoint and restore them on resume."""
 
     def state_dict(self) -> dict[str, Any]:
+        # Tensors and plain numbers only, so the checkpoint stays loadable with weights_only=True.
+        kind, keys, position, has_gauss, cached = np.random.get_state()
         state = {
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
             "python": random.getstate(),
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -39,7 +41,8 @@ class RandomStateCheckpoint(Callback):
         if state is None:
             return
         torch.set_rng_state(state["torch"])
-        np.random.set_state(state["numpy"])
+        kind, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         random.setstate(state["python"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])

@@ -7,6 +7,7 @@ work on plain RGB in [0, 1].
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,10 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class DataMismatchError(ValueError):
+    """The data and the classifier disagree (e.g. the number of classes)."""
+
+
 class InvarianceClassifier(pl.LightningModule):
     """Cross-entropy classifier around ``create_backbone(model_name, ...)``.
 
@@ -43,6 +48,8 @@ class InvarianceClassifier(pl.LightningModule):
         backbone_lr_scale: factor on the backbone's learning rate (e.g. 0.1 for fine-tuning).
         freeze_backbone: train the classifier only.
         warmup_epochs: linear warm-up before the cosine decay (fractions allowed).
+        schedule_epochs: length of the cosine decay in epochs (default: ``trainer.max_epochs``);
+            fix it to keep the schedule when a run is stopped early or resumed with more epochs.
         image_size: input resolution; ``None`` uses the model's default (timm data config).
     """
 
@@ -59,6 +66,7 @@ class InvarianceClassifier(pl.LightningModule):
         freeze_backbone: bool = False,
         warmup_epochs: float = 0.0,
         image_size: int | None = None,
+        schedule_epochs: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -106,6 +114,9 @@ class InvarianceClassifier(pl.LightningModule):
                 f"{path} has no saved hyperparameters: it is not a checkpoint of train.py. "
                 "Load plain state dicts with create_backbone(name, checkpoint=PATH)."
             )
+        # LightningCLI adds bookkeeping entries (``_instantiator``, ``_class_path``): keep arguments.
+        accepted = inspect.signature(cls.__init__).parameters
+        hparams = {k: v for k, v in hparams.items() if k in accepted and k != "self"}
         hparams.update(pretrained=False, **overrides)
         module = cls(**hparams)
         load_checked_state_dict(module.model, state, f"checkpoint {path}")
@@ -126,7 +137,19 @@ class InvarianceClassifier(pl.LightningModule):
                 "set num_classes to the data set's class count"
             )
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def setup(self, stage: str) -> None:
+        """Stop before any step when the data's class count differs from the classifier's."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        expected = getattr(datamodule, "num_classes", None)
+        if expected is not None and int(expected) != self.num_classes:
+            raise DataMismatchError(
+                f"the data has {expected} classes but the model was built with num_classes="
+                f"{self.num_classes}: set model.num_classes: {expected} (--model.num_classes={expected})"
+            )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        if len(batch["label"]) == 0:
+            return None  # every image of the batch was unreadable (counted, warned)
         self._check_labels(batch["label"])
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
@@ -142,6 +165,8 @@ class InvarianceClassifier(pl.LightningModule):
         return loss
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+        if len(batch["label"]) == 0:
+            return
         self._check_labels(batch["label"])
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
@@ -183,6 +208,9 @@ class InvarianceClassifier(pl.LightningModule):
             )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
+        if hp.get("schedule_epochs"):
+            total = max(1, round(hp.schedule_epochs * total / epochs))
+            epochs = hp.schedule_epochs
         warmup = round(hp.warmup_epochs * total / epochs)
 
         def schedule(step: int) -> float:

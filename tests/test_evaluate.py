@@ -138,3 +138,15 @@ def test_one_and_two_processes_give_the_same_results(repo_root, tmp_path):
     ]
     for a, b in zip(*rows, strict=True):
         assert float(a["p_true"]) == pytest.approx(float(b["p_true"]), abs=1e-5)
+
+
+def test_a_file_that_is_not_a_checkpoint_and_an_empty_folder_are_clear_errors(repo_root, tmp_path):
+    fake = tmp_path / "weights.ckpt"
+    fake.write_text("not a checkpoint")
+    done = _run(repo_root, "--models", str(fake), "--output", str(tmp_path / "a"))
+    assert done.returncode == 2 and "is not a readable PyTorch checkpoint" in done.stderr
+    (tmp_path / "empty").mkdir()
+    done = _run(repo_root, "--data", "imagefolder", "--data-root", str(tmp_path / "empty"),
+                "--output", str(tmp_path / "b"))  # fmt: skip
+    assert done.returncode == 2 and "no class folders" in done.stderr
+    assert not (tmp_path / "a" / "results.json").exists()

@@ -1,0 +1,239 @@
+"""train.py as a user runs it (subprocess), resumption, early errors, and the augmentation seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from callbacks import InvarianceEvaluation
+from lightning_inv.data.augment import (
+    Augmentation,
+    AugmentedDataset,
+    EpochSeededSampler,
+    build_transform,
+)
+from lightning_inv.data.digits import CentredDigits
+from lightning_inv.data.training import DigitsDataModule, ImageFolderDataModule
+from lightning_inv.module import InvarianceClassifier
+
+SMOKE = "configs/digits_smoke.yaml"
+
+
+def _run(repo_root, cwd, script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, str(repo_root / script), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def _history(folder) -> list[dict]:
+    return json.loads((folder / "invariance_history.json").read_text())["history"]
+
+
+@pytest.mark.slow
+def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path):
+    done = _run(repo_root, tmp_path, "train.py", "fit", "--config", str(repo_root / SMOKE))
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs/train/digits_smoke"
+    checkpoint = run / "checkpoints/last.ckpt"
+    assert checkpoint.is_file()
+    assert "DigitsDataModule" in (run / "config.yaml").read_text()
+    history = _history(run)
+    assert [h["epoch"] for h in history] == [0, 1]
+    for key in ("random_location_s0.3/accuracy", "random_location_s0.5/accuracy",
+                "translate/p_top1_change", "translate/jagged_fraction", "translate/centred_accuracy"):  # fmt: skip
+        assert 0 <= history[-1][key] <= 1, key
+    assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B offline run to sync later
+    # Figures went to the W&B run (two per epoch), not left as files.
+    media = sorted(
+        p.name.split("_")[0]
+        for p in run.glob("wandb/offline-run-*/files/media/images/figures/*.png")
+    )
+    assert media == ["accuracy", "accuracy", "heatmap", "heatmap"]
+    # evaluate.py re-creates the model from the checkpoint's hyperparameters.
+    done = _run(
+        repo_root, tmp_path, "evaluate.py", "--models", str(checkpoint), "--data", "digits",
+        "--num-images", "4", "--protocols", "translate_black", "random_location", "--scales", "0.5",
+        "--max-shift", "2", "--logger", "none", "--no-figures", "--output", str(tmp_path / "eval"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "eval/results.json").read_text())["models"][str(checkpoint)]
+    assert results["translate_black"]["num_images"] == 4
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_like_an_uninterrupted_one(repo_root, tmp_path):
+    # The cosine schedule spans 2 epochs in both, so stopping after 1 epoch is an interruption.
+    config = [
+        "--config",
+        str(repo_root / SMOKE),
+        "--trainer.logger=false",
+        "--model.schedule_epochs=2",
+    ]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    straight.mkdir(), split.mkdir()
+    done = _run(repo_root, straight, "train.py", "fit", *config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run(repo_root, split, "train.py", "fit", *config, "--trainer.max_epochs=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = split / "runs/train/digits_smoke/checkpoints/last.ckpt"
+    done = _run(repo_root, split, "train.py", "fit", *config, f"--ckpt_path={checkpoint}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Without W&B the figure callback writes PNG files and does nothing else.
+    figures = sorted(p.name for p in (straight / "runs/train/digits_smoke/figures").iterdir())
+    assert figures == ["accuracy_vs_scale_epoch000.png", "accuracy_vs_scale_epoch001.png",
+                       "heatmap_translate_epoch000.png", "heatmap_translate_epoch001.png"]  # fmt: skip
+    one = _history(straight / "runs/train/digits_smoke")
+    two = _history(split / "runs/train/digits_smoke")
+    assert [h["epoch"] for h in two] == [
+        0,
+        1,
+    ]  # the first epoch's record came back from the checkpoint
+    for a, b in zip(one, two, strict=True):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            assert b[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_wrong_class_count_and_nan_loss_stop_with_a_clear_message(repo_root, tmp_path):
+    config = ["--config", str(repo_root / SMOKE), "--trainer.logger=false"]
+    done = _run(repo_root, tmp_path, "train.py", "fit", *config, "--model.num_classes=7")
+    assert done.returncode == 1
+    assert "the data has 10 classes but the model was built with num_classes=7" in done.stderr
+    assert not (
+        tmp_path / "runs/train/digits_smoke/checkpoints"
+    ).exists()  # stopped before training
+    done = _run(repo_root, tmp_path, "train.py", "fit", *config, "--model.lr=1e30",
+                "--model.optimizer=sgd", "--model.warmup_epochs=0")  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        "training loss is nan" in done.stderr.lower()
+        or "training loss is inf" in done.stderr.lower()
+    )
+    assert "lower the learning rate" in done.stderr
+
+
+@pytest.mark.slow
+def test_print_config_works_on_every_shipped_config(repo_root):
+    for config in sorted((repo_root / "configs").glob("*.yaml")):
+        done = _run(
+            repo_root, repo_root, "train.py", "fit", "--config", str(config), "--print_config"
+        )
+        assert done.returncode == 0, (config.name, done.stderr[-2000:])
+        assert "class_path: lightning_inv.data.training." in done.stdout
+        assert "callbacks.InvarianceEvaluation" in done.stdout
+
+
+def test_a_typo_in_the_config_names_the_key(repo_root, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((repo_root / SMOKE).read_text().replace("max_epochs:", "max_epoch:"))
+    done = _run(repo_root, tmp_path, "train.py", "fit", "--config", str(bad))
+    assert done.returncode != 0 and "max_epoch" in done.stderr
+
+
+def test_augmentation_repeats_per_seed_and_varies_per_epoch():
+    digits = CentredDigits("val", canvas=32, digit_size=16)
+    transform = build_transform(Augmentation(translate=0.25, scale=(0.7, 1.3)), 32)
+    first, again = (
+        AugmentedDataset(digits, transform, seed=0),
+        AugmentedDataset(digits, transform, seed=0),
+    )
+    n = len(digits)
+    assert torch.equal(first[3]["image"], again[3]["image"])  # same (seed, epoch, index)
+    assert not torch.equal(first[3]["image"], first[n + 3]["image"])  # next epoch: new draw
+    assert first[n + 3]["label"] == digits[3]["label"]
+    assert not torch.equal(
+        first[3]["image"], AugmentedDataset(digits, transform, seed=1)[3]["image"]
+    )
+    assert not torch.equal(first[3]["image"], digits[3]["image"])  # it does move the digit
+    assert build_transform(Augmentation(), 32) is None  # all off: the baseline
+
+
+def test_epoch_seeded_sampler_shards_disjointly_and_encodes_the_epoch():
+    data = list(range(10))
+    shards = [
+        EpochSeededSampler(data, num_replicas=2, rank=r, shuffle=True, seed=0) for r in (0, 1)
+    ]
+    for shard in shards:
+        shard.set_epoch(3)
+    indices = [list(s) for s in shards]
+    assert all(30 <= i < 40 for part in indices for i in part)
+    assert sorted(indices[0] + indices[1]) == list(range(30, 40))
+
+
+def test_invalid_augmentation_is_refused():
+    with pytest.raises(ValueError, match="translate"):
+        Augmentation(translate=1.5)
+    with pytest.raises(ValueError, match="scale"):
+        Augmentation(scale=(1.2, 0.8))
+
+
+@pytest.mark.slow
+def test_invariance_callback_gives_the_same_numbers_on_two_processes(tmp_path):
+    def validate(devices: int) -> dict[str, float]:
+        torch.manual_seed(0)
+        model = InvarianceClassifier("resnet10t", pretrained=False, num_classes=10, image_size=32)
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
+            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=1, default_root_dir=tmp_path,
+            callbacks=[InvarianceEvaluation(num_images=7, scales=(0.5,), max_shift=2, batch_size=3)],
+        )  # fmt: skip
+        trainer.validate(
+            model, DigitsDataModule(canvas=32, digit_size=16, batch_size=8), verbose=False
+        )
+        return {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("invariance/")
+        }
+
+    single, double = validate(1), validate(2)
+    assert "invariance/translate/p_top1_change" in single and len(single) == len(double)
+    for key, value in single.items():
+        assert double[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_imagefolder_module_counts_classes_augments_and_skips_unreadable(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("cats", "dogs"):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40 + 4 * i, 36), (60 * i, 100, 30)).save(folder / f"{i}.png")
+    (tmp_path / "train/cats/broken.png").write_bytes(b"not an image")
+    module = ImageFolderDataModule(
+        tmp_path, image_size=32, batch_size=8,
+        augmentation=Augmentation(random_resized_crop=(0.5, 1.0), hflip=0.5),
+    )  # fmt: skip
+    assert module.num_classes == 2
+    with pytest.warns(UserWarning, match="broken.png"):
+        batch = next(iter(module.train_dataloader()))
+    assert batch["image"].shape == (6, 3, 32, 32) and batch["skipped"] == ["cats/broken.png"]
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 1
+    assert next(iter(module.val_dataloader()))["image"].shape == (6, 3, 32, 32)
+
+
+def test_random_states_survive_a_weights_only_checkpoint_round_trip(tmp_path):
+    import random
+
+    import numpy as np
+
+    from callbacks import RandomStateCheckpoint
+
+    saved = RandomStateCheckpoint().state_dict()
+    torch.save({"rng": saved}, tmp_path / "state.ckpt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    restored = RandomStateCheckpoint()
+    restored.load_state_dict(torch.load(tmp_path / "state.ckpt", weights_only=True)["rng"])
+    restored.on_train_start(None, None)  # type: ignore[arg-type]
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
