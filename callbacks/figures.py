@@ -31,7 +31,10 @@ class InvarianceFigures(Callback):
         self._drawn_step = -1
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
+            return
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "figures"  # every rank asks
+        if not trainer.is_global_zero:
             return
         evaluation = next(
             (c for c in trainer.callbacks if isinstance(c, InvarianceEvaluation)), None
@@ -60,7 +63,6 @@ class InvarianceFigures(Callback):
                 {f"epoch {latest['epoch']}": by_scale}, fill=evaluation.fill
             )
         wandb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "figures"
         for name, figure in figures.items():
             path = folder / f"{name}_epoch{latest['epoch']:03d}.png"
             plots.save(figure, path)

@@ -11,7 +11,8 @@ fixed, seeded set of held-out images through the current model:
 Same views every epoch and on every rank: views are seeded by (seed, image index), and each rank
 takes a disjoint share of the images; the torchmetrics states are sums, reduced over ranks.
 Numbers are logged as ``invariance/<protocol>/<measure>`` and kept in ``history`` (saved in
-checkpoints, so a resumed run keeps it, and written to ``<log_dir>/invariance_history.json``).
+checkpoints, so a resumed run keeps it, and written to ``<log_dir>/invariance_history.json``;
+``trainer.test`` writes ``<log_dir>/invariance_test.json``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch.utils.data import Dataset
 from lightning_inv import metrics as M
 from lightning_inv.data.images import collate_skipping
 from lightning_inv.engine import view_logits
-from lightning_inv.evaluation import _flatten, metrics_for
+from lightning_inv.evaluation import flatten_measure, gather_per_image, metrics_for
 from lightning_inv.protocols import Protocol, RandomLocation, Translate
 
 
@@ -143,10 +144,10 @@ class InvarianceEvaluation(Callback):
         for protocol, group in zip(protocols, measures, strict=True):
             key = self._short_key(protocol)
             for name, metric in group.items():
-                for flat, value in _flatten(name, metric.compute()).items():
+                for flat, value in flatten_measure(name, metric.compute()).items():
                     numbers[f"{key}/{flat}"] = value
         numbers[f"{self._short_key(protocols[-1])}/centred_accuracy"] = float(centred.compute())
-        self.latest_per_image = _gather(per_image, trainer)
+        self.latest_per_image = gather_per_image(per_image, trainer)
         self.latest_protocols = protocols
         return numbers
 
@@ -170,14 +171,15 @@ class InvarianceEvaluation(Callback):
             "step": trainer.global_step,
             **numbers,
         }
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
         if stage == "fit":
             self.history.append(record)
-        else:
-            self.last_test = record
-        if trainer.is_global_zero and trainer.log_dir:
-            path = Path(trainer.log_dir) / "invariance_history.json"
+            name, content = "invariance_history.json", {"history": self.history}
+        else:  # a separate file: a later `train.py test` must not overwrite the training history
+            name, content = f"invariance_{stage}.json", record
+        if trainer.is_global_zero and log_dir:
+            path = Path(log_dir) / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            content = {"history": self.history, "test": getattr(self, "last_test", None)}
             path.write_text(json.dumps(content, indent=2))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -195,14 +197,3 @@ class InvarianceEvaluation(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
-
-
-def _gather(
-    per_image: dict[str, list[dict[str, Any]]], trainer: pl.Trainer
-) -> dict[str, list[dict[str, Any]]]:
-    """Per-image rows from all ranks, in data set order."""
-    if trainer.world_size > 1 and torch.distributed.is_initialized():
-        parts: list[Any] = [None] * trainer.world_size
-        torch.distributed.all_gather_object(parts, per_image)
-        per_image = {k: [r for part in parts for r in part[k]] for k in per_image}
-    return {k: sorted(rows, key=lambda r: r["index"]) for k, rows in per_image.items()}

@@ -43,7 +43,8 @@ def metrics_for(protocol: Protocol) -> dict[str, Metric]:
     return out
 
 
-def _flatten(name: str, value: Tensor | dict[str, Tensor]) -> dict[str, float]:
+def flatten_measure(name: str, value: Tensor | dict[str, Tensor]) -> dict[str, float]:
+    """A metric's ``compute()`` -> flat result keys (``jaggedness`` -> ``jaggedness_mean``, ...)."""
     if isinstance(value, dict):
         # Jaggedness -> jaggedness_mean, jagged_fraction (results.json names).
         renamed = (
@@ -51,6 +52,20 @@ def _flatten(name: str, value: Tensor | dict[str, Tensor]) -> dict[str, float]:
         )
         return {renamed.get(k, f"{name}_{k}"): float(v) for k, v in value.items()}
     return {name: float(value)}
+
+
+def gather_per_image(
+    per_image: dict[str, list[dict[str, Any]]], trainer: pl.Trainer
+) -> dict[str, list[dict[str, Any]]]:
+    """Per-image rows ``{protocol key: [{"index", ...}]}`` of every rank, sorted by data set index.
+
+    Every rank must call it (an ``all_gather_object`` under DDP); single-process runs just sort.
+    """
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        parts: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(parts, per_image)
+        per_image = {key: [row for part in parts for row in part[key]] for key in per_image}
+    return {key: sorted(rows, key=lambda r: r["index"]) for key, rows in per_image.items()}
 
 
 class InvarianceEvaluator(pl.LightningModule):
@@ -164,19 +179,16 @@ class InvarianceEvaluator(pl.LightningModule):
 
     def _gather_kept(self) -> None:
         """Per-image rows and curves from every rank, in data set order (DDP shards the data)."""
-        per_image, curves = self.per_image, self.curves
+        self.per_image = gather_per_image(self.per_image, self.trainer)
+        curves = self.curves
         if self.trainer.world_size > 1:
             gathered: list[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, (per_image, curves))
-            per_image = {key: [r for rank in gathered for r in rank[0][key]] for key in per_image}
+            torch.distributed.all_gather_object(gathered, curves)
             curves = {}
-            for _, rank_curves in gathered:
+            for rank_curves in gathered:
                 for key, layers in rank_curves.items():
                     for layer, parts in layers.items():
                         curves.setdefault(key, {}).setdefault(layer, []).extend(parts)
-        self.per_image = {
-            key: sorted(rows, key=lambda r: r["index"]) for key, rows in per_image.items()
-        }
         self.curves = {}
         for key, layers in curves.items():
             for layer, parts in layers.items():
@@ -191,7 +203,7 @@ class InvarianceEvaluator(pl.LightningModule):
             row: dict[str, Any] = {}
             if num_images:
                 for name, metric in self.measures[position].items():
-                    row.update(_flatten(name, metric.compute()))
+                    row.update(flatten_measure(name, metric.compute()))
             row.update(num_images=num_images, num_views=protocol.num_views, skipped_images=skipped)
             if len(self.shiftability[position]) and num_images:
                 measured = {

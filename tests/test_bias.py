@@ -90,3 +90,17 @@ def test_command_writes_results_and_figures(example, tmp_path, repo_root):
         cwd=repo_root, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert missing.returncode == 2 and "annotations not found" in missing.stderr
+
+
+def test_a_size_missing_from_the_xml_is_read_from_the_image_file(example, tmp_path):
+    from PIL import Image
+
+    from lightning_inv.bias.annotations import read_voc_file
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (20, 12)).save(images / "nosize.JPEG")
+    from lightning_inv.bias.annotations import index_images
+
+    boxes, problems = read_voc_file(example / "xml/broken/nosize.xml", index_images(images))
+    assert problems == [] and (boxes[0].width, boxes[0].height) == (20, 12)

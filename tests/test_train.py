@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from callbacks import InvarianceEvaluation
+from callbacks import InvarianceEvaluation, InvarianceFigures
 from lightning_inv.data.augment import (
     Augmentation,
     AugmentedDataset,
@@ -57,6 +57,13 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
         for p in run.glob("wandb/offline-run-*/files/media/images/figures/*.png")
     )
     assert media == ["accuracy", "accuracy", "heatmap", "heatmap"]
+    # `train.py test` measures the checkpoint and keeps the training history.
+    done = _run(repo_root, tmp_path, "train.py", "test", "--config", str(repo_root / SMOKE),
+                f"--ckpt_path={checkpoint}", "--trainer.logger=false")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    tested = json.loads((run / "invariance_test.json").read_text())
+    assert tested["stage"] == "test" and 0 <= tested["translate/p_top1_change"] <= 1
+    assert _history(run) == history
     # evaluate.py re-creates the model from the checkpoint's hyperparameters.
     done = _run(
         repo_root, tmp_path, "evaluate.py", "--models", str(checkpoint), "--data", "digits",
@@ -121,22 +128,30 @@ def test_wrong_class_count_and_nan_loss_stop_with_a_clear_message(repo_root, tmp
     assert "lower the learning rate" in done.stderr
 
 
-@pytest.mark.slow
-def test_print_config_works_on_every_shipped_config(repo_root):
+def test_print_config_works_on_every_shipped_config(repo_root, capsys, monkeypatch):
+    import train
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # not pytest's arguments
+
     for config in sorted((repo_root / "configs").glob("*.yaml")):
-        done = _run(
-            repo_root, repo_root, "train.py", "fit", "--config", str(config), "--print_config"
-        )
-        assert done.returncode == 0, (config.name, done.stderr[-2000:])
-        assert "class_path: lightning_inv.data.training." in done.stdout
-        assert "callbacks.InvarianceEvaluation" in done.stdout
+        with pytest.raises(SystemExit) as stop:
+            train.main(["fit", "--config", str(config), "--print_config"])
+        printed = capsys.readouterr().out
+        assert stop.value.code in (0, None), config.name
+        assert "class_path: lightning_inv.data.training." in printed, config.name
+        assert "callbacks.InvarianceEvaluation" in printed, config.name
 
 
-def test_a_typo_in_the_config_names_the_key(repo_root, tmp_path):
+def test_a_typo_in_the_config_names_the_key(repo_root, tmp_path, capsys, monkeypatch):
+    import train
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+
     bad = tmp_path / "bad.yaml"
     bad.write_text((repo_root / SMOKE).read_text().replace("max_epochs:", "max_epoch:"))
-    done = _run(repo_root, tmp_path, "train.py", "fit", "--config", str(bad))
-    assert done.returncode != 0 and "max_epoch" in done.stderr
+    with pytest.raises(SystemExit) as stop:
+        train.main(["fit", "--config", str(bad)])
+    assert stop.value.code != 0 and "max_epoch" in capsys.readouterr().err
 
 
 def test_augmentation_repeats_per_seed_and_varies_per_epoch():
@@ -185,7 +200,8 @@ def test_invariance_callback_gives_the_same_numbers_on_two_processes(tmp_path):
             accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
             logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, limit_val_batches=1, default_root_dir=tmp_path,
-            callbacks=[InvarianceEvaluation(num_images=7, scales=(0.5,), max_shift=2, batch_size=3)],
+            callbacks=[InvarianceEvaluation(num_images=7, scales=(0.5,), max_shift=2, batch_size=3),
+                       InvarianceFigures()],
         )  # fmt: skip
         trainer.validate(
             model, DigitsDataModule(canvas=32, digit_size=16, batch_size=8), verbose=False
@@ -195,6 +211,7 @@ def test_invariance_callback_gives_the_same_numbers_on_two_processes(tmp_path):
         }
 
     single, double = validate(1), validate(2)
+    assert len(list((tmp_path / "figures").glob("*.png"))) == 2  # drawn once (rank 0), no deadlock
     assert "invariance/translate/p_top1_change" in single and len(single) == len(double)
     for key, value in single.items():
         assert double[key] == pytest.approx(value, abs=1e-6), key

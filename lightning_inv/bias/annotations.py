@@ -104,7 +104,7 @@ def read_voc_file(path: Path, images: dict[str, Path]) -> tuple[list[Box], list[
     try:
         width, height = int(root.findtext("size/width", "")), int(root.findtext("size/height", ""))
     except ValueError:
-        size = _size_from_images(stem, images) if images else _size_from_images(path.stem, images)
+        size = _size_from_images(stem if stem in images else path.stem, images)
         if isinstance(size, str):
             return [], [Problem(str(path), size.replace("the annotation", "the XML"))]
         width, height = size
