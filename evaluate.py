@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_inv.backbones import OFFLINE_WEIGHTS, BackboneError
 from lightning_inv.data.datamodules import EVAL_DATASETS, EvalDataModule, build_eval_dataset
+from lightning_inv.data.images import imagefolder_items
 from lightning_inv.data.samples import imagenet_description
 from lightning_inv.evaluation import InvarianceEvaluator
 from lightning_inv.figures import ModelRun, write_figures
@@ -86,7 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--num-images", type=int, default=None, help="seeded random subset of the data"
     )
     parser.add_argument(
-        "--protocols", nargs="+", choices=PROTOCOL_CHOICES, default=list(DEFAULT_PROTOCOLS)
+        "--protocols",
+        nargs="+",
+        choices=PROTOCOL_CHOICES,
+        default=list(DEFAULT_PROTOCOLS),
+        metavar="PROTOCOL",
+        help=f"any of: {', '.join(PROTOCOL_CHOICES)} (default: {' '.join(DEFAULT_PROTOCOLS)})",
     )
     parser.add_argument(
         "--scales",
@@ -222,6 +229,17 @@ def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
             print(f"{model:28s} {key:32s} {cells}")
 
 
+def label_namer(args: argparse.Namespace) -> Callable[[int], str]:
+    """Class index -> a name for figure titles: ImageNet names, folder names or digits."""
+    if args.data == "digits":
+        return str
+    if args.data == "imagefolder":
+        _, classes = imagefolder_items(args.data_root)
+        if len(classes) != 1000:  # folders not named by ImageNet synsets: labels are folder order
+            return classes.__getitem__
+    return imagenet_description
+
+
 def resolve_output(args: argparse.Namespace) -> Path:
     """The run folder; DDP worker processes (which re-run this script) reuse rank 0's choice."""
     if args.output is not None:
@@ -323,9 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results["models"])
     figures = {}
     if runs:
-        describe = imagenet_description if args.data != "digits" else str
         try:
-            figures = write_figures(runs, output / "figures", describe)
+            figures = write_figures(runs, output / "figures", label_namer(args))
         except Exception as err:  # results.json and the CSV are written; report, don't lose them
             print(f"warning: drawing the figures failed: {err!r}", file=sys.stderr)
     print(f"\nresults: {output / 'results.json'}\nper-image: {csv_path}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 
 import pytorch_lightning as pl
+from jsonargparse import DefaultHelpFormatter
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
@@ -48,6 +49,13 @@ class InvarianceCLI(LightningCLI):
         parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
 
 
+class KeepDescriptionLayout(DefaultHelpFormatter):
+    """jsonargparse's help, with the description's lines and examples kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 class ConfigToLoggers(SaveConfigCallback):
     """Writes ``config.yaml`` to the run folder (Lightning's default) and sends it to W&B."""
 
@@ -68,6 +76,7 @@ def main(args: list[str] | None = None) -> int:
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
             args=args,
+            parser_kwargs={"description": __doc__, "formatter_class": KeepDescriptionLayout},
             auto_configure_optimizers=False,
         )
     except (NonFiniteLossError, DataMismatchError) as err:
