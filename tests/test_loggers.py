@@ -66,3 +66,20 @@ def test_a_failing_logger_is_a_warning_not_a_crash(tmp_path):
 def test_unknown_logger_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match="csv, wandb, none"):
         loggers.create_logger("tensorboard", tmp_path, "run", {})
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_numbers_table_and_figures(clean_env, tmp_path):
+    from PIL import Image
+
+    figure = tmp_path / "fig.png"
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(figure)
+    logger = loggers.create_logger("wandb", tmp_path, "test-run", {"seed": 0})
+    rows = loggers.per_image_summary(
+        "m", {"crop": [{"image": "a", "label": 1, "p_true": [0.5, 0.7], "top1": [1, 1]}]}
+    )
+    loggers.log_evaluation(logger, {"m": {"crop": {"accuracy": 0.25}}}, rows, {"fig1": figure})
+    (run,) = tmp_path.glob("wandb/offline-run-*")  # offline: no credentials in the clean env
+    assert list(run.glob("run-*.wandb"))  # what `wandb sync` uploads
+    media = {p.parent.name for p in run.glob("files/media/**/*") if p.is_file()}
+    assert {"table", "figures"} <= media
