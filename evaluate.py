@@ -80,7 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="canvas side in px (default: the model's native resolution)",
     )
-    parser.add_argument("--data", choices=EVAL_DATASETS, default="sample")
+    parser.add_argument(
+        "--data",
+        choices=EVAL_DATASETS,
+        default="sample",
+        help="sample: the shipped photos; imagefolder: --data-root; digits: held-out digits cropped "
+        "tight, placed by the protocols (--object-scale 0.5 is the training placement)",
+    )
     parser.add_argument(
         "--data-root", type=Path, default=None, help="root of <root>/<synset>/<images>"
     )
@@ -101,6 +107,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=[0.3, 0.5, 0.7],
         help="object scales of random_location",
+    )
+    parser.add_argument(
+        "--location-fill",
+        choices=("inpaint", "mean", "black", "edge"),
+        default="inpaint",
+        help="background of random_location (black suits digits)",
     )
     parser.add_argument("--max-shift", type=int, default=16, help="translate: shifts -N..N px")
     parser.add_argument(
@@ -180,7 +192,7 @@ def build_protocols(
             protocols.append(create_protocol(name, fill=fill, mean=mean, **common))
         elif key == "random_location":
             protocols += [
-                create_protocol(key, scale=s, fill="inpaint", mean=mean, **common)
+                create_protocol(key, scale=s, fill=args.location_fill, mean=mean, **common)
                 for s in args.scales
             ]
         elif key == "worst_of_k":

@@ -68,11 +68,13 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
     done = _run(
         repo_root, tmp_path, "evaluate.py", "--models", str(checkpoint), "--data", "digits",
         "--num-images", "4", "--protocols", "translate_black", "random_location", "--scales", "0.5",
+        "--location-fill", "black", "--object-scale", "0.5",
         "--max-shift", "2", "--logger", "none", "--no-figures", "--output", str(tmp_path / "eval"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "eval/results.json").read_text())["models"][str(checkpoint)]
     assert results["translate_black"]["num_images"] == 4
+    assert "random_location_black_s0.5" in results
 
 
 @pytest.mark.slow

@@ -49,7 +49,8 @@ def build_eval_dataset(
     """Evaluation images as [3, size, size] in [0, 1] with labels and indices.
 
     ``sample``: the shipped photos (ImageNet labels); ``imagefolder``: ``root/<synset>/*``;
-    ``digits``: scikit-learn's test digits centred on a ``size`` canvas (10 classes).
+    ``digits``: scikit-learn's test digits, cropped tight to ``size`` px (10 classes); the
+    protocols place them (``Translate(scale=0.5)`` puts one where ``DigitsDataModule`` trains it).
     """
     if name == "sample":
         dataset: Dataset = LabelledImageDataset(sample_items(), size, crop_pct, interpolation)
@@ -59,7 +60,9 @@ def build_eval_dataset(
         items, _ = imagefolder_items(root)
         dataset = LabelledImageDataset(items, size, crop_pct, interpolation)
     elif name == "digits":
-        dataset = CentredDigits("test", canvas=size, digit_size=size // 2)
+        # Cropped tight, like DigitsDataModule.invariance_dataset(): the protocols place the digit,
+        # so "object scale" means digit side / canvas everywhere (training digits: 0.5).
+        dataset = CentredDigits("test", canvas=size, digit_size=size)
     else:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(EVAL_DATASETS)}")
     return choose_subset(dataset, num_images, seed)
