@@ -77,7 +77,11 @@ class InvarianceEvaluator(pl.LightningModule):
         chunk_size: views per forward pass.
         probe: record per-layer feature sums for nonshiftability (``sequence``-kind protocols).
         probe_layers: layer names inside ``classifier.model`` (default: ``probe_layers``).
-        keep_per_image: keep per-image, per-view true-class probability and top-1 (for CSVs/plots).
+        keep_per_image: keep per-image, per-view true-class probability and top-1 (for CSVs/plots),
+            as float32 / int32 arrays (about 8 bytes per view).
+        max_curve_images: keep the per-layer feature sums (``curves``, for Fig. 4-style plots) of
+            at most this many images: they cost T x (sum of channels) floats per image, which
+            would not fit in memory for a 50,000-image run. The measures use every image.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class InvarianceEvaluator(pl.LightningModule):
         probe: bool = False,
         probe_layers: Sequence[str] | None = None,
         keep_per_image: bool = False,
+        max_curve_images: int = 16,
     ) -> None:
         super().__init__()
         keys = [p.key for p in protocols]
@@ -97,6 +102,7 @@ class InvarianceEvaluator(pl.LightningModule):
         self.protocols = list(protocols)
         self.chunk_size = chunk_size
         self.keep_per_image = keep_per_image
+        self.max_curve_images = max_curve_images
         # Indexed like self.protocols (result keys may hold dots, which module names cannot).
         self.measures = nn.ModuleList([nn.ModuleDict(metrics_for(p)) for p in protocols])
         self.skipped = M.Count()
@@ -152,9 +158,10 @@ class InvarianceEvaluator(pl.LightningModule):
                 metric.update(logits, labels)
             for layer, layer_sums in sums.items():
                 shiftability[self._module_key(layer)].update(layer_sums)
-                self.curves.setdefault(protocol.key, {}).setdefault(layer, []).append(
-                    (indices.cpu(), layer_sums.cpu())
-                )
+                kept = self.curves.setdefault(protocol.key, {}).setdefault(layer, [])
+                room = self.max_curve_images - sum(len(i) for i, _ in kept)
+                if room > 0:
+                    kept.append((indices[:room].cpu(), layer_sums[:room].cpu()))
             if self.keep_per_image:
                 self._keep(protocol, logits, labels, batch)
 
@@ -162,8 +169,9 @@ class InvarianceEvaluator(pl.LightningModule):
         self, protocol: Protocol, logits: Tensor, labels: Tensor, batch: dict[str, Any]
     ) -> None:
         probs = logits.softmax(-1)
-        p_true = probs.gather(-1, labels[:, None, None].expand(-1, probs.shape[1], 1))[..., 0].cpu()
-        top1 = probs.argmax(-1).cpu()
+        p_true = probs.gather(-1, labels[:, None, None].expand(-1, probs.shape[1], 1))[..., 0]
+        p_true = p_true.float().cpu().numpy()
+        top1 = probs.argmax(-1).int().cpu().numpy()
         indices = batch.get("index", torch.arange(len(labels)))
         names = batch.get("name", [str(int(i)) for i in indices])
         for row, name in enumerate(names):
@@ -172,8 +180,8 @@ class InvarianceEvaluator(pl.LightningModule):
                     "index": int(indices[row]),
                     "image": name,
                     "label": int(labels[row]),
-                    "p_true": p_true[row].tolist(),
-                    "top1": top1[row].tolist(),
+                    "p_true": p_true[row],
+                    "top1": top1[row],
                 }
             )
 
@@ -193,6 +201,7 @@ class InvarianceEvaluator(pl.LightningModule):
         for key, layers in curves.items():
             for layer, parts in layers.items():
                 order = torch.cat([i for i, _ in parts]).argsort()
+                order = order[: self.max_curve_images]  # the first images of the data set
                 self.curves.setdefault(key, {})[layer] = torch.cat([s for _, s in parts])[order]
 
     def on_test_epoch_end(self) -> None:

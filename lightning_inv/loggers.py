@@ -8,7 +8,6 @@ files first, and ``log_evaluation`` turns a W&B failure into a warning.
 
 from __future__ import annotations
 
-import itertools
 import math
 import netrc
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 LOGGER_CHOICES = ("csv", "wandb", "none")
@@ -96,11 +96,20 @@ def per_image_summary(
     rows = []
     for key, records in per_image.items():
         for r in records:
-            p, top1 = r["p_true"], r["top1"]
-            changes = sum(a != b for a, b in itertools.pairwise(top1))
-            accuracy = sum(t == r["label"] for t in top1) / len(top1)
+            p, top1 = np.asarray(r["p_true"], dtype=np.float64), np.asarray(r["top1"])
+            changes = int((top1[1:] != top1[:-1]).sum())
+            accuracy = float((top1 == r["label"]).mean())
             rows.append(
-                [r["image"], r["label"], model, key, sum(p) / len(p), min(p), changes, accuracy]
+                [
+                    r["image"],
+                    int(r["label"]),
+                    model,
+                    key,
+                    float(p.mean()),
+                    float(p.min()),
+                    changes,
+                    accuracy,
+                ]
             )
     return rows
 

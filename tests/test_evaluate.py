@@ -150,3 +150,25 @@ def test_a_file_that_is_not_a_checkpoint_and_an_empty_folder_are_clear_errors(re
                 "--output", str(tmp_path / "b"))  # fmt: skip
     assert done.returncode == 2 and "no class folders" in done.stderr
     assert not (tmp_path / "a" / "results.json").exists()
+
+
+def test_feature_sum_curves_are_kept_for_a_bounded_number_of_images():
+    """Curves cost T x channels floats per image: only the first few images keep them."""
+    import pytorch_lightning as pl
+
+    from lightning_inv.data.datamodules import EvalDataModule
+    from lightning_inv.evaluation import InvarianceEvaluator
+
+    data = build_eval_dataset("digits", 32, num_images=9)
+    classifier = InvarianceClassifier("resnet10t", pretrained=False, num_classes=10)
+    evaluator = InvarianceEvaluator(
+        classifier, [Translate(canvas=32, fill="black", max_shift=2)], probe=True,
+        keep_per_image=True, max_curve_images=4,
+    )  # fmt: skip
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False)  # fmt: skip
+    trainer.test(evaluator, datamodule=EvalDataModule(data, batch_size=3), verbose=False)
+    curves = evaluator.curves["translate_black"]
+    assert curves and all(sums.shape[:2] == (4, 5) for sums in curves.values())
+    assert len(evaluator.per_image["translate_black"]) == 9  # the measures and rows see every image
+    assert evaluator.results["translate_black"]["num_images"] == 9
