@@ -256,3 +256,11 @@ def test_random_states_survive_a_weights_only_checkpoint_round_trip(tmp_path):
     restored.on_train_start(None, None)  # type: ignore[arg-type]
     assert torch.equal(torch.rand(3), expected[0])
     assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
+
+
+def test_cifar10_without_its_files_says_where_and_what_to_do(tmp_path):
+    from lightning_inv.data.training import CIFAR10DataModule
+
+    module = CIFAR10DataModule(root=tmp_path / "cifar", download=False)
+    with pytest.raises(RuntimeError, match="CIFAR-10 is not under .*set data.root"):
+        module.prepare_data()

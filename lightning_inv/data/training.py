@@ -12,7 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.datasets import CIFAR10
+from torchvision.transforms import v2
 
 from lightning_inv.data.augment import (
     Augmentation,
@@ -183,20 +186,16 @@ class CIFAR10DataModule(ClassificationDataModule):
         self.download = download
 
     def prepare_data(self) -> None:
-        from torchvision.datasets import CIFAR10
-
         for train in (True, False):
             try:
                 CIFAR10(str(self.root), train=train, download=self.download)
-            except RuntimeError as err:
+            except (RuntimeError, OSError) as err:  # not found / corrupt, or no network
                 raise RuntimeError(
                     f"CIFAR-10 is not under {self.root} and could not be downloaded ({err}); "
                     "download it on a machine with network or set data.root"
                 ) from err
 
     def _split(self, train: bool) -> Dataset:
-        from torchvision.datasets import CIFAR10
-
         data = CIFAR10(str(self.root), train=train, download=False)
         return _TensorImages(data, self.image_size)
 
@@ -211,9 +210,6 @@ class _TensorImages(Dataset):
     """(PIL image, label) pairs -> ``{"image": [3, S, S] in [0, 1], "label", "index", "name"}``."""
 
     def __init__(self, data: Dataset, size: int) -> None:
-        import torch
-        from torchvision.transforms import v2
-
         self.data = data
         self.transform = v2.Compose(
             [
