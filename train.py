@@ -26,6 +26,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from callbacks import RandomStateCheckpoint
 from lightning_inv.data.training import ClassificationDataModule
+from lightning_inv.loggers import finish_wandb
 from lightning_inv.module import DataMismatchError, InvarianceClassifier, NonFiniteLossError
 
 TRAINER_DEFAULTS = {
@@ -82,6 +83,8 @@ def main(args: list[str] | None = None) -> int:
     except (NonFiniteLossError, DataMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        finish_wandb()  # complete the W&B run files before the process exits
     return 0
 
 

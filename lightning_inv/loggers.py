@@ -57,6 +57,18 @@ class AutoWandbLogger(WandbLogger):
         super().__init__(*args, offline=offline, project=project, **kwargs)
 
 
+def finish_wandb() -> None:
+    """Close the active W&B run, if any, so its files (``run-*.wandb``) are complete on disk.
+
+    Lightning's ``WandbLogger`` leaves closing to an exit hook, which may not get to flush when
+    the process ends; entry points call this at their end.
+    """
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
 def create_logger(kind: str, save_dir: Path, name: str, config: Mapping[str, Any]) -> Logger | None:
     """``csv`` -> ``CSVLogger`` writing ``save_dir/csv/metrics.csv``; ``wandb`` -> ``AutoWandbLogger``
     with the run's config; ``none`` -> None."""
@@ -138,5 +150,7 @@ def log_evaluation(
                 logger.log_image(f"figures/{name}", images=[str(path)])
         logger.save()
         logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            finish_wandb()
     except Exception as err:  # a logging backend must never cost the results (already on disk)
         warnings.warn(f"logging to {type(logger).__name__} failed: {err}", stacklevel=2)

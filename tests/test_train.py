@@ -262,5 +262,5 @@ def test_cifar10_without_its_files_says_where_and_what_to_do(tmp_path):
     from lightning_inv.data.training import CIFAR10DataModule
 
     module = CIFAR10DataModule(root=tmp_path / "cifar", download=False)
-    with pytest.raises(RuntimeError, match="CIFAR-10 is not under .*set data.root"):
+    with pytest.raises(RuntimeError, match=r"CIFAR-10 is not under .*set data\.root"):
         module.prepare_data()

@@ -29,7 +29,7 @@ from lightning_inv.bias.analysis import BoxGeometry, analyse_categories, group_b
 from lightning_inv.bias.annotations import read_boxes
 from lightning_inv.bias.figures import plot_category, plot_pvalues
 from lightning_inv.bias.synthetic import write_example
-from lightning_inv.loggers import LOGGER_CHOICES, create_logger
+from lightning_inv.loggers import LOGGER_CHOICES, create_logger, finish_wandb
 from lightning_inv.plots import save
 
 
@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                         logger.log_image(f"figures/{name}", images=[str(path)])
                 logger.save()
                 logger.finalize("success")
+                finish_wandb()
         except Exception as err:  # the files are written; a logger must not fail the run
             print(f"warning: logging to {args.logger} failed: {err}", file=sys.stderr)
     return 0
