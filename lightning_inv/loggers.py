@@ -54,6 +54,9 @@ class AutoWandbLogger(WandbLogger):
     ) -> None:
         if offline is None:
             offline = wandb_offline()
+        if kwargs.get("save_dir"):
+            # Absolute: a shared wandb-core service resolves relative paths from its own folder.
+            kwargs["save_dir"] = str(Path(kwargs["save_dir"]).expanduser().resolve())
         super().__init__(*args, offline=offline, project=project, **kwargs)
 
 

@@ -26,7 +26,9 @@ SMOKE = "configs/digits_smoke.yaml"
 
 
 def _run(repo_root, cwd, script: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    # A user's shell: no wandb-core service inherited from an earlier test of this process.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
     return subprocess.run(
         [sys.executable, str(repo_root / script), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
