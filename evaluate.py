@@ -17,7 +17,6 @@ import csv
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from lightning_inv.evaluation import InvarianceEvaluator
 from lightning_inv.figures import ModelRun, write_figures
 from lightning_inv.loggers import LOGGER_CHOICES, create_logger, log_evaluation, per_image_summary
 from lightning_inv.module import InvarianceClassifier
+from lightning_inv.outputs import default_run_folder, overwrite_refusal
 from lightning_inv.progress import ImagesPerSecondBar
 from lightning_inv.protocols import Protocol, create_protocol
 from lightning_inv.subsampling import measure_subsampling
@@ -257,7 +257,7 @@ def resolve_output(args: argparse.Namespace) -> Path:
     if args.output is not None:
         return args.output
     if OUTPUT_ENV not in os.environ:
-        os.environ[OUTPUT_ENV] = str(Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S"))
+        os.environ[OUTPUT_ENV] = str(default_run_folder("evaluate"))
     return Path(os.environ[OUTPUT_ENV])
 
 
@@ -265,11 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     output = resolve_output(args)
     is_main = rank_zero_only.rank == 0
-    if is_main and output.exists() and any(output.iterdir()) and not args.overwrite:
-        print(
-            f"error: {output} exists and is not empty; pass --overwrite or another --output",
-            file=sys.stderr,
-        )
+    refusal = overwrite_refusal(output, args.overwrite) if is_main else None
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
     if args.data == "imagefolder" and args.data_root is None:
         print("error: --data imagefolder needs --data-root DIR", file=sys.stderr)

@@ -17,6 +17,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from callbacks.invariance import InvarianceEvaluation
 from lightning_inv import plots
+from lightning_inv.protocols import RandomLocation
 
 
 class InvarianceFigures(Callback):
@@ -54,9 +55,9 @@ class InvarianceFigures(Callback):
                 translate.axis_label,
             )
         by_scale = {
-            float(k.split("_s")[1].split("/")[0]): v
-            for k, v in latest.items()
-            if k.startswith("random_location_s") and k.endswith("/accuracy")
+            p.scale: latest[f"{evaluation.result_key(p)}/accuracy"]
+            for p in evaluation.latest_protocols
+            if isinstance(p, RandomLocation)
         }
         if by_scale:
             figures["accuracy_vs_scale"] = plots.plot_accuracy_vs_scale(

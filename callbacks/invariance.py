@@ -142,17 +142,18 @@ class InvarianceEvaluation(Callback):
             pl_module.train(was_training)
         numbers: dict[str, float] = {}
         for protocol, group in zip(protocols, measures, strict=True):
-            key = self._short_key(protocol)
+            key = self.result_key(protocol)
             for name, metric in group.items():
                 for flat, value in flatten_measure(name, metric.compute()).items():
                     numbers[f"{key}/{flat}"] = value
-        numbers[f"{self._short_key(protocols[-1])}/centred_accuracy"] = float(centred.compute())
+        numbers[f"{self.result_key(protocols[-1])}/centred_accuracy"] = float(centred.compute())
         self.latest_per_image = gather_per_image(per_image, trainer)
         self.latest_protocols = protocols
         return numbers
 
     @staticmethod
-    def _short_key(protocol: Protocol) -> str:
+    def result_key(protocol: Protocol) -> str:
+        """The key prefix of a protocol's numbers (``random_location_s0.3``, ``translate``)."""
         if isinstance(protocol, RandomLocation):
             return f"random_location_s{protocol.scale:g}"
         return "translate"

@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from lightning_inv.bias.annotations import read_boxes
 from lightning_inv.bias.figures import plot_category, plot_pvalues
 from lightning_inv.bias.synthetic import write_example
 from lightning_inv.loggers import LOGGER_CHOICES, create_logger, finish_wandb
+from lightning_inv.outputs import default_run_folder, overwrite_refusal
 from lightning_inv.plots import save
 
 
@@ -71,12 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.annotations is None:
         print("error: give an annotation folder or CSV (or --write-example DIR)", file=sys.stderr)
         return 2
-    output = args.output or Path("runs") / time.strftime("bias-%Y%m%d-%H%M%S")
-    if output.exists() and any(output.iterdir()) and not args.overwrite:
-        print(
-            f"error: {output} exists and is not empty; pass --overwrite or another --output",
-            file=sys.stderr,
-        )
+    output = args.output or default_run_folder("bias")
+    if refusal := overwrite_refusal(output, args.overwrite):
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
     try:
         boxes, problems = read_boxes(args.annotations, args.images)
