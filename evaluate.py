@@ -1,247 +1,393 @@
 """Run the paper's invariance experiments on pretrained models and checkpoints.
 
-With no arguments: the three offline EfficientNet-Lite models on the shipped sample photos, with
-translate (inpaint and mean fill), crop, scale, random location at three object scales, pair shift
-and nonshiftability. Writes results.json and a per-image CSV under --output and prints a table.
+With no arguments: the three offline EfficientNet-Lite models on the 27 offline photos (20 of them
+ImageNet validation photos with ImageNet's labels) through the presets table1, fig2, fig6 and
+fig10, with 95% bootstrap intervals over images and paired differences between the models.
+Writes results.json, per_image.csv, per_image_measures.csv, config.yaml and figures under
+--output, and prints a table.
+
+Every flag can live in a YAML file: `--print_config > e.yaml` writes the current settings, and
+`--config e.yaml` runs them again (flags after it override it).
 
 Examples:
     python evaluate.py
-    python evaluate.py --models resnet50 resnet50:blurpool --pretrained --data imagefolder --data-root ~/imagenette/val
-    python evaluate.py --models runs/train/last.ckpt --data digits --protocols translate_mean random_location
+    python evaluate.py --experiment table1 --data imagenet_val
+    python evaluate.py --experiment paper --models resnet50 resnet50:blurpool --data imagefolder --data-root ~/imagenette2/val
+    python evaluate.py --models runs/train/digits_baseline/checkpoints/last.ckpt --data digits
+    python evaluate.py --protocols translate_mean crop --direction horizontal --max-shift 8
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 from collections.abc import Callable
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from jsonargparse import (
+    ActionConfigFile,
+    ActionYesNo,
+    ArgumentParser,
+    DefaultHelpFormatter,
+    Namespace,
+)
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from lightning_inv.backbones import OFFLINE_WEIGHTS, BackboneError
+from lightning_inv.backbones import OFFLINE_WEIGHTS, BackboneError, checkpoint_placement
 from lightning_inv.data.datamodules import EVAL_DATASETS, EvalDataModule, build_eval_dataset
 from lightning_inv.data.images import imagefolder_items
 from lightning_inv.data.samples import imagenet_description
 from lightning_inv.evaluation import InvarianceEvaluator
 from lightning_inv.figures import ModelRun, write_figures
 from lightning_inv.loggers import LOGGER_CHOICES, create_logger, log_evaluation, per_image_summary
+from lightning_inv.measure import ProtocolResult
 from lightning_inv.module import InvarianceClassifier
-from lightning_inv.outputs import default_run_folder, overwrite_refusal
+from lightning_inv.outputs import default_run_folder, overwrite_refusal, write_json_atomically
+from lightning_inv.presets import (
+    DEFAULT_EXPERIMENTS,
+    PAPER,
+    PRESETS,
+    PresetContext,
+    build_experiments,
+)
 from lightning_inv.progress import ImagesPerSecondBar
-from lightning_inv.protocols import Protocol, create_protocol
+from lightning_inv.protocols import FILL_MODES, Protocol, create_protocol
+from lightning_inv.statistics import RESAMPLES, paired_difference
 from lightning_inv.subsampling import measure_subsampling
 
 OUTPUT_ENV = "LIGHTNING_INV_EVAL_OUTPUT"  # shares the default run folder with DDP workers
 
-DEFAULT_PROTOCOLS = (
-    "translate_inpaint",
-    "translate_mean",
-    "crop",
-    "scale_inpaint",
-    "random_location",
-    "pair_shift",
-)
 PROTOCOL_CHOICES = (
     "translate_inpaint", "translate_mean", "translate_black", "translate_edge", "crop", "scale_inpaint",
-    "scale_mean", "random_location", "pair_shift", "circular", "sequence", "worst_of_k",
+    "scale_mean", "embed", "random_location", "pair_shift", "circular", "sequence", "worst_of_k",
 )  # fmt: skip
-SUMMARY_COLUMNS = ("accuracy", "p_top1_change", "mac", "mad", "jagged_fraction", "consistency")
+MOVING = ("translate", "crop", "embed", "sequence")  # protocols that take --direction
+SUMMARY_COLUMNS = ("accuracy", "p_top1_change", "mac", "jagged_fraction", "consistency")
+COMPARED = ("accuracy", "p_top1_change", "mac", "consistency")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
+class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help (types, defaults) with the examples above kept as written."""
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="evaluate.py", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these flags")
+    add = parser.add_argument
+    add(
         "--models",
         nargs="+",
         default=list(OFFLINE_WEIGHTS),
         help="timm names, NAME:avgpool / NAME:blurpool, or checkpoint files of train.py",
     )
-    parser.add_argument(
+    add(
         "--pretrained",
-        action=argparse.BooleanOptionalAction,
+        action=ActionYesNo(no_prefix="no-"),
         default=True,
         help="ImageNet weights for timm names (offline for tf_efficientnet_lite0/1/2)",
     )
-    parser.add_argument(
-        "--num-classes", type=int, default=None, help="classifier size for timm names"
-    )
-    parser.add_argument(
+    add("--num-classes", type=int | None, default=None, help="classifier size for timm names")
+    add(
         "--image-size",
-        type=int,
+        type=int | None,
         default=None,
-        help="canvas side in px (default: the model's native resolution)",
+        help="canvas side in px (default: the model's native resolution, or a checkpoint's)",
     )
-    parser.add_argument(
+    add(
         "--data",
         choices=EVAL_DATASETS,
         default="sample",
-        help="sample: the shipped photos; imagefolder: --data-root; digits: held-out digits cropped "
-        "tight, placed by the protocols (--object-scale 0.5 is the training placement)",
+        help="sample: the 27 offline photos (7 shipped photos + 20 ImageNet validation photos); "
+        "imagenet_val: those 20; imagefolder: --data-root; digits: held-out digits cropped tight, "
+        "placed by the protocols",
     )
-    parser.add_argument(
-        "--data-root", type=Path, default=None, help="root of <root>/<synset>/<images>"
+    add("--data-root", type=Path | None, default=None, help="root of <root>/<synset>/<images>")
+    add("--num-images", type=int | None, default=None, help="seeded random subset of the data")
+    add(
+        "--experiment",
+        nargs="+",
+        choices=[*PRESETS, PAPER],
+        default=None,
+        metavar="NAME",
+        help=f"paper presets with the authors' parameters: {', '.join(PRESETS)}, or '{PAPER}' for "
+        f"all (default: {' '.join(DEFAULT_EXPERIMENTS)} when no --protocols are given)",
     )
-    parser.add_argument(
-        "--num-images", type=int, default=None, help="seeded random subset of the data"
-    )
-    parser.add_argument(
+    add(
         "--protocols",
         nargs="+",
         choices=PROTOCOL_CHOICES,
-        default=list(DEFAULT_PROTOCOLS),
+        default=[],
         metavar="PROTOCOL",
-        help=f"any of: {', '.join(PROTOCOL_CHOICES)} (default: {' '.join(DEFAULT_PROTOCOLS)})",
+        help=f"protocols with the parameters below, besides the presets: {', '.join(PROTOCOL_CHOICES)}",
     )
-    parser.add_argument(
+    add(
         "--scales",
         type=float,
         nargs="+",
         default=[0.3, 0.5, 0.7],
-        help="object scales of random_location",
+        help="object scales of --protocols random_location",
     )
-    parser.add_argument(
+    add(
         "--location-fill",
-        choices=("inpaint", "mean", "black", "edge"),
-        default="inpaint",
-        help="background of random_location (black suits digits)",
+        choices=FILL_MODES,
+        default=None,
+        help="background of random_location and fig6 (default: black for digits, else inpaint)",
     )
-    parser.add_argument("--max-shift", type=int, default=16, help="translate: shifts -N..N px")
-    parser.add_argument(
-        "--direction", choices=("vertical", "horizontal", "diagonal"), default="vertical"
+    add(
+        "--max-shift",
+        type=int | None,
+        default=None,
+        help="translate: shifts -N..N px (default: 16 px at 224, scaled to the canvas)",
     )
-    parser.add_argument(
-        "--object-scale", type=float, default=0.75, help="translate: object side / canvas"
+    add(
+        "--direction",
+        choices=("vertical", "horizontal", "diagonal"),
+        default=None,
+        help="direction of translate, crop, embed and sequence in --protocols (default: each "
+        "protocol's own; presets keep their authors' direction)",
     )
-    parser.add_argument(
+    add(
+        "--object-scale",
+        type=float | None,
+        default=None,
+        help="object side / canvas for translate and fig2 (default: a checkpoint's training "
+        "placement, else 0.75)",
+    )
+    add(
         "--nonshiftability",
-        action=argparse.BooleanOptionalAction,
+        action=ActionYesNo(no_prefix="no-"),
         default=True,
-        help="record per-layer feature sums for nonshiftability",
+        help="record nonshiftability (fig10, or every ordered protocol without presets)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--batch-size", type=int, default=4, help="images per step (each makes T views)"
+    add(
+        "--resamples",
+        type=int,
+        default=RESAMPLES,
+        help="bootstrap resamples for the 95% intervals",
     )
-    parser.add_argument("--chunk-size", type=int, default=64, help="views per forward pass")
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--devices", default="auto")
-    parser.add_argument("--precision", default=None, help="e.g. 16-mixed, bf16-mixed")
-    parser.add_argument("--output", type=Path, default=None, help="default: runs/evaluate-<time>")
-    parser.add_argument(
+    add(
+        "--compare",
+        nargs=2,
+        default=None,
+        metavar="MODEL",
+        help="paired differences for this pair only (default: every pair of --models)",
+    )
+    add("--seed", type=int, default=0)
+    add("--batch-size", type=int, default=4, help="images per step (each makes T views)")
+    add("--chunk-size", type=int, default=64, help="views per forward pass")
+    add("--accelerator", default="auto")
+    add("--devices", default="auto")
+    add("--precision", type=str | None, default=None, help="e.g. 16-mixed, bf16-mixed")
+    add("--output", type=Path | None, default=None, help="default: runs/evaluate-<time>")
+    add(
         "--logger",
         choices=LOGGER_CHOICES,
         default="csv",
         help="where the numbers go besides results.json: csv (metrics.csv), wandb (offline when "
         "not logged in; `wandb sync` uploads later) or none",
     )
-    parser.add_argument(
+    add(
         "--figures",
-        action=argparse.BooleanOptionalAction,
+        action=ActionYesNo(no_prefix="no-"),
         default=True,
         help="draw the paper's figures as PNG under OUTPUT/figures",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="allow writing into an existing --output"
-    )
-    return parser.parse_args(argv)
+    add("--overwrite", action=ActionYesNo(no_prefix="no-"), default=False,
+        help="allow writing into an existing --output")  # fmt: skip
+    return parser
 
 
-def load_classifier(spec: str, args: argparse.Namespace) -> InvarianceClassifier:
-    """A model from a name, ``name:modify`` or a checkpoint path."""
+def check_args(args: Namespace) -> str | None:
+    """The first problem with the flags, as a message that names the flag, else None."""
+    positive = {"--batch-size": args.batch_size, "--chunk-size": args.chunk_size,
+                "--resamples": args.resamples, "--num-images": args.num_images or 1,
+                "--image-size": args.image_size or 8}  # fmt: skip
+    for flag, value in positive.items():
+        if value < 1:
+            return f"{flag} must be at least 1, got {value}"
+    if args.image_size is not None and not 8 <= args.image_size <= 2048:
+        return f"--image-size must be in [8, 2048] px, got {args.image_size}"
+    if args.data == "imagefolder" and args.data_root is None:
+        return "--data imagefolder needs --data-root DIR"
+    if args.compare and any(m not in args.models for m in args.compare):
+        return f"--compare names models that are not in --models: {args.compare}"
+    return None
+
+
+def load_classifier(spec: str, args: Namespace) -> tuple[InvarianceClassifier, float | None]:
+    """A model from a name, ``name:modify`` or a checkpoint path, and the object scale that a
+    ``train.py`` checkpoint trained at (None otherwise)."""
     overrides = {} if args.image_size is None else {"image_size": args.image_size}
     if spec.endswith((".ckpt", ".pt", ".pth")) or Path(spec).is_file():
-        return InvarianceClassifier.from_checkpoint(spec, **overrides)
+        placement = checkpoint_placement(spec)
+        if placement is not None and args.image_size is None:
+            overrides["image_size"] = placement[0]
+        return InvarianceClassifier.from_checkpoint(spec, **overrides), (
+            placement[1] if placement else None
+        )
     name, _, modify = spec.partition(":")
     kwargs: dict[str, Any] = {"pretrained": args.pretrained, "modify": modify or None, **overrides}
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
-    return InvarianceClassifier(name, **kwargs)
+    return InvarianceClassifier(name, **kwargs), None
 
 
-def build_protocols(
-    keys: list[str], canvas: int, mean: tuple[float, ...], args: argparse.Namespace
+def location_fill(args: Namespace) -> str:
+    return args.location_fill or ("black" if args.data == "digits" else "inpaint")
+
+
+def custom_protocols(
+    args: Namespace, canvas: int, mean: tuple[float, ...], object_scale: float
 ) -> list[Protocol]:
+    """The ``--protocols`` with the flags' parameters (``translate_mean`` -> fill ``mean``)."""
     protocols: list[Protocol] = []
-    common = {"canvas": canvas, "seed": args.seed}
-    for key in keys:
+    common: dict[str, Any] = {"canvas": canvas, "seed": args.seed}
+    for key in args.protocols:
         name, _, fill = (
             key.rpartition("_") if key.startswith(("translate_", "scale_")) else (key, "", "")
         )
+        kwargs = dict(common)
+        if args.direction is not None and name in MOVING:
+            kwargs["direction"] = args.direction
+        if fill:
+            kwargs.update(fill=fill, mean=mean)
         if name == "translate":
-            protocols.append(
-                create_protocol(
-                    name,
-                    fill=fill,
-                    mean=mean,
-                    scale=args.object_scale,
-                    max_shift=args.max_shift,
-                    direction=args.direction,
-                    **common,
-                )
-            )
-        elif name == "scale":
-            protocols.append(create_protocol(name, fill=fill, mean=mean, **common))
-        elif key == "random_location":
+            kwargs.update(scale=object_scale, max_shift=args.max_shift)
+        if name in ("embed", "worst_of_k"):
+            kwargs["mean"] = mean
+        if name == "random_location":
             protocols += [
-                create_protocol(key, scale=s, fill=args.location_fill, mean=mean, **common)
+                create_protocol(name, scale=s, fill=location_fill(args), mean=mean, **common)
                 for s in args.scales
             ]
-        elif key == "worst_of_k":
-            protocols.append(create_protocol(key, mean=mean, **common))
         else:
-            protocols.append(create_protocol(key, **common))
+            protocols.append(create_protocol(name, **kwargs))
     return protocols
 
 
-def write_per_image_csv(path: Path, model: str, evaluator: InvarianceEvaluator) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
+def plan_protocols(
+    args: Namespace, canvas: int, mean: tuple[float, ...], object_scale: float
+) -> tuple[list[Protocol], set[str] | None]:
+    """Presets + custom protocols for one model's canvas, and the keys to probe (None: every
+    ordered protocol)."""
+    experiments = args.experiment
+    if experiments is None:
+        experiments = [] if args.protocols else list(DEFAULT_EXPERIMENTS)
+    context = PresetContext(canvas, tuple(mean), args.seed, location_fill(args), object_scale)
+    protocols, probed = build_experiments(experiments, context)
+    protocols += custom_protocols(args, canvas, mean, object_scale)
+    keys = [p.key for p in protocols]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"two protocols share a result key: {sorted(keys)}")
+    return protocols, (probed if experiments else None)
+
+
+def write_per_image_csv(
+    path: Path, runs: list[tuple[str, dict[str, ProtocolResult]]], namer: Callable[[int], str]
+) -> None:
+    """One row per image, view, protocol and model: true-class probability and top-1."""
+    with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        if new:
-            writer.writerow(
-                ["image", "label", "model", "protocol", "view", "position", "p_true", "top1"]
-            )
-        for protocol in evaluator.protocols:
-            for row in evaluator.per_image[protocol.key]:
-                for view, (p_true, top1) in enumerate(zip(row["p_true"], row["top1"], strict=True)):
-                    writer.writerow(
-                        [
-                            row["image"],
-                            row["label"],
-                            model,
-                            protocol.key,
-                            view,
-                            protocol.positions[view],
-                            f"{p_true:.6f}",
-                            top1,
-                        ]
-                    )
+        writer.writerow(
+            ["image", "label", "model", "protocol", "view", "position", "p_true", "top1"]
+        )
+        for model, results in runs:
+            for key, result in results.items():
+                if result.p_true is None or result.top1 is None:
+                    continue
+                positions = result.protocol.positions
+                for i, index in enumerate(result.indices):
+                    for view, position in enumerate(positions):
+                        writer.writerow([namer(int(index)), int(result.labels[i]), model, key, view, position,
+                                         f"{result.p_true[i, view]:.6f}", int(result.top1[i, view])])  # fmt: skip
+
+
+def write_measures_csv(
+    path: Path, runs: list[tuple[str, dict[str, ProtocolResult]]], namer: Callable[[int], str]
+) -> None:
+    """One row per image, protocol and model with every per-image measure (what the intervals
+    resample)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label", "model", "protocol", "measure", "value"])
+        for model, results in runs:
+            for key, result in results.items():
+                for measure, values in result.values.items():
+                    for i, index in enumerate(result.indices):
+                        writer.writerow([namer(int(index)), int(result.labels[i]), model, key, measure, f"{values[i]:.6g}"])  # fmt: skip
+
+
+def compare_models(
+    per_image: dict[str, dict[str, ProtocolResult]],
+    pairs: list[tuple[str, str]],
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """``{"A - B": {protocol: {measure: {"difference", "ci95"}}}}`` on the images both measured."""
+    out: dict[str, Any] = {}
+    for first, second in pairs:
+        rows: dict[str, Any] = {}
+        for key, a in per_image[first].items():
+            b = per_image[second].get(key)
+            if b is None or list(a.indices) != list(b.indices) or not a.num_images:
+                continue
+            rows[key] = {
+                m: paired_difference(a.values[m], b.values[m], resamples, seed)
+                for m in a.values
+                if m in b.values
+            }
+        out[f"{first} - {second}"] = rows
+    return out
+
+
+def cell(row: dict[str, Any], measure: str) -> str:
+    if measure not in row:
+        return "-"
+    interval = row.get(f"{measure}_ci95")
+    return f"{row[measure]:.3f}" + (f" [{interval[0]:.2f},{interval[1]:.2f}]" if interval else "")
 
 
 def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
-    header = f"{'model':28s} {'protocol':32s} " + " ".join(f"{c:>15s}" for c in SUMMARY_COLUMNS)
+    """Rows: protocol key, then model; cells: value [95% interval]."""
+    width = max([len(m) for m in results] + [5])
+    keys = list(dict.fromkeys(k for rows in results.values() for k in rows))
+    header = f"{'protocol':30s} {'model':{width}s} " + " ".join(
+        f"{c:>22s}" for c in SUMMARY_COLUMNS
+    )
     print(header)
     print("-" * len(header))
-    for model, protocols in results.items():
-        for key, row in protocols.items():
-            if not isinstance(row, dict) or "accuracy" not in row:
-                continue
-            cells = " ".join(
-                f"{row[c]:15.3f}" if c in row else f"{'-':>15s}" for c in SUMMARY_COLUMNS
-            )
-            print(f"{model:28s} {key:32s} {cells}")
+    for key in keys:
+        for model, rows in results.items():
+            row = rows.get(key, {})
+            if "accuracy" in row:
+                print(
+                    f"{key:30s} {model:{width}s} "
+                    + " ".join(f"{cell(row, c):>22s}" for c in SUMMARY_COLUMNS)
+                )
 
 
-def label_namer(args: argparse.Namespace) -> Callable[[int], str]:
+def print_comparisons(comparisons: dict[str, Any]) -> None:
+    """Paired differences whose interval excludes 0, per pair of models."""
+    for pair, rows in comparisons.items():
+        lines = [
+            f"  {key:30s} {m:15s} {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            for key, measures in rows.items()
+            for m, d in measures.items()
+            if m in COMPARED and (d["ci95"][0] > 0 or d["ci95"][1] < 0)
+        ]
+        print(f"\n{pair}: {len(lines)} differences with a 95% interval that excludes 0"
+              + (" (accuracy, P(top-1 change), MAC, consistency)" if lines else ""))  # fmt: skip
+        for line in lines:
+            print(line)
+
+
+def label_namer(args: Namespace) -> Callable[[int], str]:
     """Class index -> a name for figure titles: ImageNet names, folder names or digits."""
     if args.data == "digits":
         return str
@@ -252,7 +398,16 @@ def label_namer(args: argparse.Namespace) -> Callable[[int], str]:
     return imagenet_description
 
 
-def resolve_output(args: argparse.Namespace) -> Path:
+def image_namer(dataset: torch.utils.data.Dataset) -> Callable[[int], str]:
+    """Data set index -> the image's name (relative path or sample name) without reading it."""
+    base = dataset
+    while isinstance(base, torch.utils.data.Subset):
+        base = base.dataset
+    items = getattr(base, "items", None)
+    return (lambda i: items[i].name) if items is not None else str
+
+
+def resolve_output(args: Namespace) -> Path:
     """The run folder; DDP worker processes (which re-run this script) reuse rank 0's choice."""
     if args.output is not None:
         return args.output
@@ -261,101 +416,115 @@ def resolve_output(args: argparse.Namespace) -> Path:
     return Path(os.environ[OUTPUT_ENV])
 
 
+def measure_model(
+    spec: str, args: Namespace, is_main: bool
+) -> tuple[InvarianceEvaluator, Any, pl.Trainer] | str:
+    """Build one model, its data and protocols, and measure it; an error message on bad input."""
+    try:
+        classifier, trained_scale = load_classifier(spec, args)
+        config = classifier.data_config
+        canvas = classifier.image_size
+        object_scale = args.object_scale or trained_scale or 0.75
+        protocols, probed = plan_protocols(args, canvas, tuple(config["mean"]), object_scale)
+        dataset = build_eval_dataset(
+            args.data, canvas, args.data_root, config.get("crop_pct", 0.875),
+            config.get("interpolation", "bicubic"), args.num_images, args.seed,
+            keep_original=any(p.uses_original for p in protocols),
+        )  # fmt: skip
+    except (BackboneError, ValueError, FileNotFoundError) as err:
+        return f"{spec}: {err}"
+    if is_main:
+        print(f"[{spec}] {measure_subsampling(classifier.model, canvas).describe()}")
+        print(f"[{spec}] {len(dataset)} images, canvas {canvas} px, object scale {object_scale:g}")
+        for protocol in protocols:
+            print(f"    {protocol.describe()}")
+    evaluator = InvarianceEvaluator(
+        classifier, protocols, chunk_size=args.chunk_size, probe=args.nonshiftability,
+        probe_keys=probed, keep_per_image=True, resamples=args.resamples, seed=args.seed,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator=args.accelerator, devices=args.devices, precision=args.precision, logger=False,
+        enable_checkpointing=False, enable_model_summary=False,
+        callbacks=[ImagesPerSecondBar(sum(p.num_views for p in protocols))],
+    )  # fmt: skip
+    trainer.test(evaluator, datamodule=EvalDataModule(dataset, args.batch_size), verbose=False)
+    return evaluator, dataset, trainer
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     output = resolve_output(args)
     is_main = rank_zero_only.rank == 0
     refusal = overwrite_refusal(output, args.overwrite) if is_main else None
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
-    if args.data == "imagefolder" and args.data_root is None:
-        print("error: --data imagefolder needs --data-root DIR", file=sys.stderr)
-        return 2
     pl.seed_everything(args.seed, verbose=False)
-    csv_path = output / "per_image.csv"
     if is_main:
         output.mkdir(parents=True, exist_ok=True)
-        csv_path.unlink(missing_ok=True)
-    runs: list[ModelRun] = []
-    per_image_rows: list[list[Any]] = []
+        (output / "config.yaml").write_text(parser.dump(args))
     results: dict[str, Any] = {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "complete": False,
+        "config": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "config"
+        },
         "models": {},
         "subsampling": {},
+        "skipped": {},
     }
+    runs: list[ModelRun] = []
+    per_image: dict[str, dict[str, ProtocolResult]] = {}
+    namer = None
     for spec in args.models:
-        try:
-            classifier = load_classifier(spec, args)
-            config = classifier.data_config
-            dataset = build_eval_dataset(
-                args.data,
-                classifier.image_size,
-                args.data_root,
-                config.get("crop_pct", 0.875),
-                config.get("interpolation", "bicubic"),
-                args.num_images,
-                args.seed,
-            )
-            protocols = build_protocols(
-                args.protocols, classifier.image_size, tuple(config["mean"]), args
-            )
-            views_per_image = sum(p.num_views for p in protocols)
-        except (BackboneError, ValueError, FileNotFoundError) as err:
-            print(f"error: {spec}: {err}", file=sys.stderr)
+        measured = measure_model(spec, args, is_main)
+        if isinstance(measured, str):
+            print(f"error: {measured}", file=sys.stderr)
             return 2
-        subsampling = measure_subsampling(classifier.model, classifier.image_size)
+        evaluator, dataset, trainer = measured
+        if trainer.global_rank != 0:
+            continue
+        namer = image_namer(dataset)
+        subsampling = measure_subsampling(
+            evaluator.classifier.model, evaluator.classifier.image_size
+        )
         results["subsampling"][spec] = {
             "factor": subsampling.factor,
             "invariant_fraction": subsampling.invariant_fraction,
             "layers": [list(layer) for layer in subsampling.layers],
         }
-        if is_main:
-            print(f"[{spec}] {subsampling.describe()}")
-        evaluator = InvarianceEvaluator(
-            classifier,
-            protocols,
-            chunk_size=args.chunk_size,
-            probe=args.nonshiftability,
-            keep_per_image=True,
-        )
-        trainer = pl.Trainer(
-            accelerator=args.accelerator,
-            devices=args.devices,
-            precision=args.precision,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            callbacks=[ImagesPerSecondBar(views_per_image)],
-        )
-        if is_main:
-            print(
-                f"[{spec}] {len(dataset)} images x {views_per_image} views, "
-                f"canvas {classifier.image_size}px"
-            )
-        trainer.test(evaluator, datamodule=EvalDataModule(dataset, args.batch_size), verbose=False)
-        if trainer.global_rank != 0:
-            continue
         results["models"][spec] = evaluator.results
-        write_per_image_csv(csv_path, spec, evaluator)
-        (output / "results.json").write_text(json.dumps(results, indent=2))  # after every model
-        per_image_rows += per_image_summary(spec, evaluator.per_image)
+        results["skipped"][spec] = [{"image": n, "reason": r} for n, r in evaluator.skipped]
+        per_image[spec] = evaluator.per_image
+        write_json_atomically(output / "results.json", results)  # after every model
         if args.figures:
             runs.append(ModelRun.from_evaluator(spec, evaluator, dataset))
-        del evaluator, classifier
+        del evaluator
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     if not is_main:
         return 0
+    pairs = [tuple(args.compare)] if args.compare else list(combinations(args.models, 2))
+    results["comparisons"] = compare_models(per_image, pairs, args.resamples, args.seed)  # type: ignore[arg-type]
+    results["complete"] = True
+    write_json_atomically(output / "results.json", results)
+    named = namer or str
+    write_per_image_csv(output / "per_image.csv", list(per_image.items()), named)
+    write_measures_csv(output / "per_image_measures.csv", list(per_image.items()), named)
     print()
     print_table(results["models"])
+    print_comparisons(results["comparisons"])
     figures = {}
     if runs:
         try:
             figures = write_figures(runs, output / "figures", label_namer(args))
-        except Exception as err:  # results.json and the CSV are written; report, don't lose them
+        except Exception as err:  # results.json and the CSVs are written; report, don't lose them
             print(f"warning: drawing the figures failed: {err!r}", file=sys.stderr)
-    print(f"\nresults: {output / 'results.json'}\nper-image: {csv_path}")
+    print(f"\nresults: {output / 'results.json'}\nper-image: {output / 'per_image.csv'}")
     if figures:
         print(f"figures: {output / 'figures'} ({len(figures)} PNG)")
     try:
@@ -363,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # the files above are written; a logger must not fail the run
         print(f"warning: could not start the {args.logger} logger: {err}", file=sys.stderr)
         logger = None
-    log_evaluation(logger, results["models"], per_image_rows, figures)
+    rows = [r for spec, res in per_image.items() for r in per_image_summary(spec, res, named)]
+    log_evaluation(logger, results["models"], rows, figures)
     return 0
 
 

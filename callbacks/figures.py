@@ -47,17 +47,18 @@ class InvarianceFigures(Callback):
             return  # the evaluation did not run this epoch
         self._drawn_step = latest["step"]
         figures = {}
-        translate = next((p for p in evaluation.latest_protocols if p.name == "translate"), None)
-        if translate is not None and evaluation.latest_per_image.get(translate.key):
+        translate = next((p for p in evaluation.latest_protocols if p.ordered), None)
+        result = evaluation.latest_per_image.get(translate.key) if translate else None
+        if translate is not None and result is not None and result.p_true is not None:
             figures["heatmap_translate"] = plots.plot_probability_heatmaps(
-                {f"epoch {latest['epoch']}": evaluation.latest_per_image[translate.key]},
+                {f"epoch {latest['epoch']}": result.p_true},
                 translate.positions,
                 translate.axis_label,
             )
         by_scale = {
-            p.scale: latest[f"{evaluation.result_key(p)}/accuracy"]
+            p.scale: latest[f"{p.key}/accuracy"]
             for p in evaluation.latest_protocols
-            if isinstance(p, RandomLocation)
+            if isinstance(p, RandomLocation) and f"{p.key}/accuracy" in latest
         }
         if by_scale:
             figures["accuracy_vs_scale"] = plots.plot_accuracy_vs_scale(

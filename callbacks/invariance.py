@@ -4,15 +4,17 @@ Every ``every_n_epochs`` validation epochs (and once in ``trainer.test``) the ca
 fixed, seeded set of held-out images through the current model:
 
 * ``random_location`` at each object scale: the image is shrunk to ``scale x canvas`` and placed at
-  a seeded random position (DESIGN.md section 2), accuracy only;
+  a seeded random position (docs/design.md, "Protocols"), accuracy only;
 * ``translate``: the image at the training object scale, shifted -N..N px: accuracy, accuracy at
   shift 0 (``centred_accuracy``), P(top-1 change), jaggedness, consistency, MAC/MAD.
 
-Same views every epoch and on every rank: views are seeded by (seed, image index), and each rank
-takes a disjoint share of the images; the torchmetrics states are sums, reduced over ranks.
-Numbers are logged as ``invariance/<protocol>/<measure>`` and kept in ``history`` (saved in
-checkpoints, so a resumed run keeps it, and written to ``<log_dir>/invariance_history.json``;
-``trainer.test`` writes ``<log_dir>/invariance_test.json``).
+It measures with the same core as ``evaluate.py`` (``lightning_inv.measure``), so a protocol has
+the same result key and measures in both (e.g. ``random_location_black_s0.3/accuracy``). Same
+views every epoch and on every rank: views are seeded by (seed, image index), and each rank takes
+a disjoint share of the images; per-image values are gathered over ranks. Numbers are logged as
+``invariance/<protocol key>/<measure>`` and kept in ``history`` (saved in checkpoints, so a
+resumed run keeps it, and written to ``<log_dir>/invariance_history.json``; ``trainer.test``
+writes ``<log_dir>/invariance_test.json``).
 """
 
 from __future__ import annotations
@@ -26,10 +28,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset
 
-from lightning_inv import metrics as M
 from lightning_inv.data.images import collate_skipping
-from lightning_inv.engine import view_logits
-from lightning_inv.evaluation import flatten_measure, gather_per_image, metrics_for
+from lightning_inv.measure import ProtocolMeasures, ProtocolResult, measure_batch
 from lightning_inv.protocols import Protocol, RandomLocation, Translate
 
 
@@ -74,7 +74,7 @@ class InvarianceEvaluation(Callback):
         self.chunk_size = chunk_size
         self.prefix = prefix
         self.history: list[dict[str, Any]] = []
-        self.latest_per_image: dict[str, list[dict[str, Any]]] = {}
+        self.latest_per_image: dict[str, ProtocolResult] = {}
         self.latest_protocols: list[Protocol] = []
 
     # -- what is measured ---------------------------------------------------------------------
@@ -99,17 +99,12 @@ class InvarianceEvaluation(Callback):
 
     @torch.no_grad()
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        """Run every protocol on this rank's share of the images; returns reduced numbers."""
+        """Run every protocol on this rank's share of the images; returns gathered numbers
+        ``{"<protocol key>/<measure>": value}``."""
         protocols = self.protocols(trainer.datamodule, pl_module)
         dataset = self._images(trainer.datamodule)
         share = range(trainer.global_rank, len(dataset), trainer.world_size)
-        measures = [metrics_for(p) for p in protocols]
-        centred = M.ViewAccuracy()
-        for group in measures:
-            for metric in group.values():
-                metric.to(pl_module.device)
-        centred.to(pl_module.device)
-        per_image: dict[str, list[dict[str, Any]]] = {p.key: [] for p in protocols}
+        measures = [ProtocolMeasures(p, keep_views=True).to(pl_module.device) for p in protocols]
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -119,44 +114,22 @@ class InvarianceEvaluation(Callback):
                 )
                 if len(batch["image"]) == 0:
                     continue
-                images = batch["image"].to(pl_module.device)
-                labels = batch["label"].to(pl_module.device)
-                for protocol, group in zip(protocols, measures, strict=True):
-                    logits, _ = view_logits(
-                        pl_module, protocol, images, batch["index"], self.chunk_size
-                    )
-                    for metric in group.values():
-                        metric.update(logits, labels)
-                    if isinstance(protocol, Translate):
-                        zero = protocol.positions.index(0)
-                        centred.update(logits[:, zero : zero + 1], labels)
-                    p_true = logits.softmax(-1).gather(
-                        -1, labels[:, None, None].expand(-1, logits.shape[1], 1)
-                    )
-                    for row, name in enumerate(batch["name"]):
-                        per_image[protocol.key].append(
-                            {"index": int(batch["index"][row]), "image": name, "label": int(labels[row]),
-                             "p_true": p_true[row, :, 0].tolist()}
-                        )  # fmt: skip
+                measure_batch(
+                    pl_module, protocols, measures,
+                    batch["image"].to(pl_module.device), batch["label"].to(pl_module.device),
+                    batch["index"], chunk_size=self.chunk_size,
+                )  # fmt: skip
         finally:
             pl_module.train(was_training)
         numbers: dict[str, float] = {}
-        for protocol, group in zip(protocols, measures, strict=True):
-            key = self.result_key(protocol)
-            for name, metric in group.items():
-                for flat, value in flatten_measure(name, metric.compute()).items():
-                    numbers[f"{key}/{flat}"] = value
-        numbers[f"{self.result_key(protocols[-1])}/centred_accuracy"] = float(centred.compute())
-        self.latest_per_image = gather_per_image(per_image, trainer)
+        self.latest_per_image = {}
+        for protocol, measure in zip(protocols, measures, strict=True):
+            result = ProtocolResult.from_states(protocol, measure.compute())  # gathers ranks
+            self.latest_per_image[protocol.key] = result
+            for name, value in result.summary().items():
+                numbers[f"{protocol.key}/{name}"] = value
         self.latest_protocols = protocols
         return numbers
-
-    @staticmethod
-    def result_key(protocol: Protocol) -> str:
-        """The key prefix of a protocol's numbers (``random_location_s0.3``, ``translate``)."""
-        if isinstance(protocol, RandomLocation):
-            return f"random_location_s{protocol.scale:g}"
-        return "translate"
 
     # -- when ---------------------------------------------------------------------------------
 

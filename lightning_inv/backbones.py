@@ -200,3 +200,16 @@ def create_backbone(
         load_checked_state_dict(model, state, f"checkpoint {checkpoint}")
     data_config = resolve_data_config({}, model=model)
     return model.eval(), data_config
+
+
+def checkpoint_placement(path: str | Path) -> tuple[int, float] | None:
+    """(canvas px, object scale) that a ``train.py`` checkpoint's data module trained at, read
+    with ``weights_only=True``; None when the checkpoint does not say (e.g. a plain state dict)."""
+    try:
+        content = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    hparams = content.get("datamodule_hyper_parameters", {}) if isinstance(content, Mapping) else {}
+    if "placement_canvas" in hparams and "placement_object_scale" in hparams:
+        return int(hparams["placement_canvas"]), float(hparams["placement_object_scale"])
+    return None

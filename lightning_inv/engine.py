@@ -6,7 +6,7 @@ device, flattened to [B*T, 3, H, W] and pushed through the model in chunks of ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -15,6 +15,7 @@ from lightning_inv.metrics.nonshiftability import FeatureSums
 from lightning_inv.protocols.views import Protocol
 
 Classifier = Callable[[Tensor], Tensor]
+LayerResponses = dict[str, tuple[Tensor, Tensor]]  # layer -> (sums [B, T, K], peaks [B, T, K])
 
 
 @torch.no_grad()
@@ -25,7 +26,8 @@ def view_logits(
     indices: Tensor | None = None,
     chunk_size: int = 256,
     probe: FeatureSums | None = None,
-) -> tuple[Tensor, dict[str, Tensor]]:
+    originals: Sequence[Tensor] | None = None,
+) -> tuple[Tensor, LayerResponses]:
     """Logits of every view of every image.
 
     Args:
@@ -34,12 +36,15 @@ def view_logits(
         images: [B, 3, H, W] in [0, 1], on the model's device.
         indices: data set indices [B] that seed the random protocols.
         chunk_size: views per forward pass (bounds memory).
-        probe: optional ``FeatureSums`` registered on the model; its sums are returned per layer.
+        probe: optional ``FeatureSums`` registered on the model; its records are returned per layer.
+        originals: the original photos (B tensors [3, h, w] in [0, 1]) for the protocols that cut
+            from the photo (``protocol.uses_original``).
 
     Returns:
-        ``(logits [B, T, C], sums {layer: [B, T, K]})`` (``sums`` empty without a probe).
+        ``(logits [B, T, C] float32, {layer: (sums [B, T, K], spatial maxima [B, T, K])})`` (the
+        dict is empty without a probe).
     """
-    views = protocol(images, indices)  # [B, T, 3, S, S]
+    views = protocol(images, indices, originals if protocol.uses_original else None)
     b, t = views.shape[:2]
     flat = views.flatten(0, 1)
     if probe is not None:
@@ -47,7 +52,10 @@ def view_logits(
     logits = torch.cat(
         [model(flat[start : start + chunk_size]) for start in range(0, len(flat), chunk_size)]
     )
-    sums = {}
+    responses: LayerResponses = {}
     if probe is not None:
-        sums = {name: s.view(b, t, -1) for name, s in probe.pop().items()}
-    return logits.view(b, t, -1).float(), sums
+        sums, peaks = probe.pop()
+        responses = {
+            name: (s.view(b, t, -1), peaks[name].view(b, t, -1)) for name, s in sums.items()
+        }
+    return logits.view(b, t, -1).float(), responses

@@ -1,4 +1,9 @@
-"""The figures of one ``evaluate.py`` run: which plot applies to which protocols, and file names."""
+"""The figures of one ``evaluate.py`` run: which paper figure applies to which protocols.
+
+One function per figure (``fig1_and_fig2a``, ``fig2b``, ``fig4``, ``fig6``, ``fig10``,
+``table1``); ``write_figures`` draws every one the run's protocols allow. The drawing itself is
+``lightning_inv.plots``.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +18,23 @@ from torch.utils.data import Dataset, Subset
 from lightning_inv import plots
 from lightning_inv.data.samples import imagenet_description
 from lightning_inv.evaluation import InvarianceEvaluator
-from lightning_inv.protocols.views import Protocol, RandomLocation
+from lightning_inv.measure import ProtocolResult
+from lightning_inv.protocols.views import Crop, Embed, Protocol, RandomLocation
+
+Namer = Callable[[int], str]
 
 
 @dataclass
 class ModelRun:
     """What the figures need from one model's evaluation (kept after its evaluator is freed).
 
-    ``last_layer_sums`` holds, per protocol key, the feature sums [N, T, K] of the deepest probed
-    layer (the curves of the other layers are dropped to save memory).
+    ``last_layer_sums`` holds, per protocol key, the feature sums [n, T, K] of the deepest probed
+    layer for the first images (Fig. 4).
     """
 
     name: str
     results: dict[str, Any]
-    per_image: dict[str, list[dict[str, Any]]]
+    per_image: dict[str, ProtocolResult]
     protocols: list[Protocol]
     dataset: Dataset
     last_layer_sums: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -35,11 +43,10 @@ class ModelRun:
     def from_evaluator(
         cls, name: str, evaluator: InvarianceEvaluator, dataset: Dataset
     ) -> ModelRun:
-        last = {}
-        for key, layers in evaluator.curves.items():
-            if layers:
-                last[key] = list(layers.values())[-1]
-        return cls(name, evaluator.results, evaluator.per_image, evaluator.protocols, dataset, last)
+        return cls(
+            name, evaluator.results, evaluator.per_image, evaluator.protocols, dataset,
+            dict(evaluator.curves),
+        )  # fmt: skip
 
     def protocol(self, key: str) -> Protocol | None:
         return next((p for p in self.protocols if p.key == key), None)
@@ -52,97 +59,133 @@ def _item(dataset: Dataset, index: int) -> dict[str, Any]:
     return dataset[index]
 
 
-def write_figures(
-    runs: Sequence[ModelRun],
-    directory: Path,
-    describe_label: Callable[[int], str] = imagenet_description,
-) -> dict[str, Path]:
-    """Draw every figure that the runs' protocols allow; returns ``{figure name: PNG path}``.
-
-    ``describe_label`` names a class index in titles (ImageNet names by default).
-
-    Models are compared within a figure where their protocols agree on the x axis (same key and
-    positions); the first run's views illustrate Fig. 1.
-    """
-    if not runs:
-        return {}
-    first = runs[0]
-    paths: dict[str, Path] = {}
-    sequence_keys = [p.key for p in first.protocols if p.kind == "sequence"]
-    for key in sequence_keys:
-        protocol = first.protocol(key)
-        assert protocol is not None
-        comparable = [
-            run
+def fig1_and_fig2a(runs: Sequence[ModelRun], directory: Path, namer: Namer) -> dict[str, Path]:
+    """Fig. 1 (P(true class) against the sweep for the 3 images that move most, with views) and
+    Fig. 2A (heat maps) for every ordered protocol of the first run; models whose protocol has
+    the same positions and images share the figure."""
+    first, paths = runs[0], {}
+    for protocol in first.protocols:
+        result = first.per_image.get(protocol.key)
+        if not protocol.sweep or result is None or result.p_true is None or not result.num_images:
+            continue
+        key = protocol.key
+        p_by_model = {
+            run.name: run.per_image[key].p_true
             for run in runs
             if (p := run.protocol(key)) is not None
             and p.positions == protocol.positions
-            and len(run.per_image.get(key, [])) == len(first.per_image.get(key, []))
-        ]
-        rows_by_model = {run.name: run.per_image[key] for run in comparable}
-        if not first.per_image.get(key):
-            continue
-        picks = plots.most_jagged(first.per_image[key], count=3)
+            and key in run.per_image
+            and run.per_image[key].p_true is not None
+            and list(run.per_image[key].indices) == list(result.indices)
+        }
+        picks = plots.most_jagged(result.p_true, count=3)
         strips, titles = [], []
         for pick in picks:
-            row = first.per_image[key][pick]
-            sample = _item(first.dataset, row["index"])
-            strips.append(plots.view_strip(protocol, sample["image"], row["index"]))
-            titles.append(f"{row['image']} ({describe_label(row['label'])})")
+            sample = _item(first.dataset, int(result.indices[pick]))
+            original = sample.get("original")
+            views = protocol(
+                sample["image"][None], torch.tensor([int(result.indices[pick])]),
+                None if original is None else [original],
+            )[0]  # fmt: skip
+            strips.append(plots.frames(protocol, views))
+            titles.append(f"{sample['name']} ({namer(int(result.labels[pick]))})")
         paths[f"fig1_probability_{key}"] = plots.save(
             plots.plot_probability_vs_shift(
-                rows_by_model, protocol.positions, protocol.axis_label, picks, strips, titles
+                p_by_model, protocol.positions, protocol.axis_label, picks, strips, titles
             ),
             directory / f"fig1_probability_{key}.png",
         )
         paths[f"fig2a_heatmap_{key}"] = plots.save(
-            plots.plot_probability_heatmaps(rows_by_model, protocol.positions, protocol.axis_label),
+            plots.plot_probability_heatmaps(p_by_model, protocol.positions, protocol.axis_label),
             directory / f"fig2a_heatmap_{key}.png",
         )
-    results_by_model = {run.name: run.results for run in runs}
-    if sequence_keys or any("p_top1_change" in r for r in first.results.values()):
-        paths["fig2b_sensitivity"] = plots.save(
-            plots.plot_sensitivity_bars(results_by_model), directory / "fig2b_sensitivity.png"
-        )
-    fig4_keys = [k for k in sequence_keys if k.startswith(("translate", "scale"))]
-    if fig4_keys and any(run.last_layer_sums for run in runs):
-        paths["fig4_feature_sums"] = plots.save(
-            plots.plot_feature_sums(
-                {
-                    run.name: {
-                        k: (run.protocol(k).positions, sums)  # type: ignore[union-attr]
-                        for k, sums in run.last_layer_sums.items()
-                        if k in fig4_keys
-                    }
-                    for run in runs
-                    if run.last_layer_sums
-                },
-                {k: first.protocol(k).axis_label for k in fig4_keys},  # type: ignore[union-attr]
-            ),
-            directory / "fig4_feature_sums.png",
-        )
-    accuracy_by_model = {
-        run.name: {
-            p.scale: run.results[p.key]["accuracy"]
+    return paths
+
+
+def fig2b(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
+    """Fig. 2B: P(top-1 change) and jagged fraction per protocol and model, with intervals."""
+    results = {run.name: run.results for run in runs}
+    if not any("p_top1_change" in row for run in runs for row in run.results.values()):
+        return {}
+    figure = plots.plot_sensitivity_bars(results)
+    return {"fig2b_sensitivity": plots.save(figure, directory / "fig2b_sensitivity.png")}
+
+
+def fig4(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
+    """Fig. 4: last-layer feature sums against the probed sweeps."""
+    keys = [k for run in runs for k in run.last_layer_sums]
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return {}
+    sums = {
+        run.name: {k: (run.protocol(k).positions, s) for k, s in run.last_layer_sums.items()}  # type: ignore[union-attr]
+        for run in runs
+        if run.last_layer_sums
+    }
+    labels = {k: next(r.protocol(k) for r in runs if r.protocol(k)).axis_label for k in keys}  # type: ignore[union-attr]
+    figure = plots.plot_feature_sums(sums, labels)
+    return {"fig4_feature_sums": plots.save(figure, directory / "fig4_feature_sums.png")}
+
+
+def fig6(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
+    """Fig. 6: accuracy against object scale at random locations (with intervals)."""
+    accuracy, intervals = {}, {}
+    for run in runs:
+        rows = {
+            p.scale: run.results[p.key]
             for p in run.protocols
             if isinstance(p, RandomLocation) and "accuracy" in run.results.get(p.key, {})
         }
-        for run in runs
-    }
-    if any(len(v) > 1 for v in accuracy_by_model.values()):
-        paths["fig6_accuracy_vs_scale"] = plots.save(
-            plots.plot_accuracy_vs_scale(accuracy_by_model),
-            directory / "fig6_accuracy_vs_scale.png",
-        )
-    for key in sequence_keys:
-        rates = {
-            run.name: run.results[key]["nonshiftability_rate"]
-            for run in runs
-            if "nonshiftability_rate" in run.results.get(key, {})
+        accuracy[run.name] = {s: row["accuracy"] for s, row in rows.items()}
+        intervals[run.name] = {
+            s: row["accuracy_ci95"] for s, row in rows.items() if "accuracy_ci95" in row
         }
-        if rates:
-            paths["fig10_nonshiftability"] = plots.save(
-                plots.plot_nonshiftability(rates, key), directory / "fig10_nonshiftability.png"
-            )
-            break
+    if not any(len(v) > 1 for v in accuracy.values()):
+        return {}
+    figure = plots.plot_accuracy_vs_scale(accuracy, intervals_by_model=intervals)
+    return {"fig6_accuracy_vs_scale": plots.save(figure, directory / "fig6_accuracy_vs_scale.png")}
+
+
+def fig10(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
+    """Fig. 10: per-image nonshiftability against convolution depth, one panel per model."""
+    for protocol in runs[0].protocols:
+        per_model = {
+            run.name: run.per_image[protocol.key].nonshiftability
+            for run in runs
+            if protocol.key in run.per_image and run.per_image[protocol.key].nonshiftability
+        }
+        if per_model:
+            figure = plots.plot_nonshiftability(per_model, protocol.key)
+            return {
+                "fig10_nonshiftability": plots.save(figure, directory / "fig10_nonshiftability.png")
+            }
+    return {}
+
+
+def table1(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
+    """The authors' Table 1 plot: measures against the size s, for the crop / black protocols."""
+    rows: dict[str, dict[float, dict[str, Any]]] = {}
+    for run in runs:
+        for p in run.protocols:
+            if p.key.startswith("table1_") and p.key in run.results:
+                size = (
+                    p.area if isinstance(p, Crop) else p.zoom_out if isinstance(p, Embed) else None
+                )
+                if size is not None:
+                    rows.setdefault(run.name, {})[float(size)] = run.results[p.key]
+    if not rows:
+        return {}
+    return {"table1_sizes": plots.save(plots.plot_table1(rows), directory / "table1_sizes.png")}
+
+
+def write_figures(
+    runs: Sequence[ModelRun], directory: Path, namer: Namer = imagenet_description
+) -> dict[str, Path]:
+    """Draw every figure that the runs' protocols allow; returns ``{figure name: PNG path}``.
+    ``namer`` names a class index in titles (ImageNet names by default)."""
+    if not runs:
+        return {}
+    paths = fig1_and_fig2a(runs, directory, namer)
+    for draw in (fig2b, fig4, fig6, fig10, table1):
+        paths.update(draw(runs, directory))
     return paths

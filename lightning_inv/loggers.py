@@ -12,7 +12,7 @@ import math
 import netrc
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -105,25 +105,26 @@ def flat_results(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
 
 
 def per_image_summary(
-    model: str, per_image: Mapping[str, list[Mapping[str, Any]]]
+    model: str, results: Mapping[str, Any], name_of: Callable[[int], str] = str
 ) -> list[list[Any]]:
-    """Rows ``[image, label, model, protocol, mean/min P(true), top-1 changes, accuracy]``."""
+    """Rows ``[image, label, model, protocol, mean/min P(true), top-1 changes, accuracy]`` from
+    ``{protocol key: ProtocolResult}`` (protocols whose views were kept)."""
     rows = []
-    for key, records in per_image.items():
-        for r in records:
-            p, top1 = np.asarray(r["p_true"], dtype=np.float64), np.asarray(r["top1"])
-            changes = int((top1[1:] != top1[:-1]).sum())
-            accuracy = float((top1 == r["label"]).mean())
+    for key, result in results.items():
+        if result.p_true is None or result.top1 is None:
+            continue
+        for i, index in enumerate(result.indices):
+            p, top1 = result.p_true[i].astype(np.float64), result.top1[i]
             rows.append(
                 [
-                    r["image"],
-                    int(r["label"]),
+                    name_of(int(index)),
+                    int(result.labels[i]),
                     model,
                     key,
                     float(p.mean()),
                     float(p.min()),
-                    changes,
-                    accuracy,
+                    int((top1[1:] != top1[:-1]).sum()),
+                    float((top1 == result.labels[i]).mean()),
                 ]
             )
     return rows

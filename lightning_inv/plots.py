@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from lightning_inv.protocols.views import Protocol
 
-Rows = Sequence[Mapping[str, Any]]  # per-image rows: {"image", "label", "p_true": [T], "top1": [T]}
+Rows = np.ndarray | Sequence[Mapping[str, Any]]  # P(true class) [N, T], or rows with "p_true"
 
 
 def save(figure: Figure, path: Path) -> Path:
@@ -34,7 +34,9 @@ def save(figure: Figure, path: Path) -> Path:
 
 
 def probability_matrix(rows: Rows) -> np.ndarray:
-    """Per-image rows -> probability of the true class [N, T]."""
+    """P(true class) [N, T] (as given, or from per-image rows with ``"p_true"``) as float64."""
+    if isinstance(rows, np.ndarray):
+        return rows.astype(np.float64).reshape(len(rows), -1)
     return np.asarray([row["p_true"] for row in rows], dtype=np.float64).reshape(len(rows), -1)
 
 
@@ -47,11 +49,10 @@ def most_jagged(rows: Rows, count: int = 3) -> list[int]:
     return [int(i) for i in np.argsort(-total_change, kind="stable")[:count]]
 
 
-def view_strip(
-    protocol: Protocol, image: torch.Tensor, index: int, count: int = 4
+def frames(
+    protocol: Protocol, views: torch.Tensor, count: int = 4
 ) -> list[tuple[float, np.ndarray]]:
-    """``count`` evenly spaced views of one image [3, H, W] in [0, 1] -> [(position, HxWx3 array)]."""
-    views = protocol(image[None], torch.tensor([index]))[0]  # [T, 3, S, S]
+    """``count`` evenly spaced views [T, 3, S, S] of one image -> [(position, SxSx3 array)]."""
     picks = np.linspace(0, len(views) - 1, count).round().astype(int)
     return [
         (protocol.positions[t], views[t].permute(1, 2, 0).clamp(0, 1).cpu().numpy()) for t in picks
@@ -88,7 +89,7 @@ def plot_probability_vs_shift(
     for column, pick in enumerate(picks):
         curve_axis = axes[-1, column]
         for model, rows in rows_by_model.items():
-            curve_axis.plot(positions, rows[pick]["p_true"], marker=".", label=model)
+            curve_axis.plot(positions, probability_matrix(rows)[pick], marker=".", label=model)
         curve_axis.set_ylim(-0.02, 1.02)
         curve_axis.set_xlabel(xlabel)
         curve_axis.set_ylabel("P(true class)")
@@ -159,10 +160,13 @@ def plot_sensitivity_bars(
     x = np.arange(len(protocols))
     for axis, (measure, label) in zip(axes[0], measures, strict=True):
         for m, model in enumerate(models):
-            values = [
-                results_by_model[model].get(key, {}).get(measure, np.nan) for key in protocols
-            ]
-            axis.bar(x + (m - (len(models) - 1) / 2) * width, values, width, label=model)
+            rows = [results_by_model[model].get(key, {}) for key in protocols]
+            values = np.array([row.get(measure, np.nan) for row in rows], dtype=float)
+            axis.bar(
+                x + (m - (len(models) - 1) / 2) * width, values, width, label=model,
+                yerr=_error_bars(values, [row.get(f"{measure}_ci95") for row in rows]),
+                capsize=2,
+            )  # fmt: skip
         axis.set_xticks(x)
         axis.set_xticklabels(protocols, rotation=30, ha="right", fontsize=8)
         axis.set_ylabel(label)
@@ -216,14 +220,33 @@ def plot_feature_sums(
     return figure
 
 
+def _error_bars(
+    values: np.ndarray, intervals: Sequence[Sequence[float] | None]
+) -> np.ndarray | None:
+    """[2, n] distances below/above each value from its 95% interval (None if none has one)."""
+    if all(i is None for i in intervals):
+        return None
+    low = np.array([i[0] if i is not None else v for i, v in zip(intervals, values, strict=True)])
+    high = np.array([i[1] if i is not None else v for i, v in zip(intervals, values, strict=True)])
+    return np.clip(np.stack([values - low, high - values]), 0, None)
+
+
 def plot_accuracy_vs_scale(
-    accuracy_by_model: Mapping[str, Mapping[float, float]], fill: str = "inpaint"
+    accuracy_by_model: Mapping[str, Mapping[float, float]],
+    fill: str = "inpaint",
+    intervals_by_model: Mapping[str, Mapping[float, Sequence[float]]] | None = None,
 ) -> Figure:
-    """Fig. 6: top-1 accuracy against object scale (object side / canvas) at random locations."""
+    """Fig. 6: top-1 accuracy against object scale (object side / canvas) at random locations,
+    with 95% intervals over images when given."""
     figure, axis = plt.subplots(figsize=(5, 3.6))
     for model, by_scale in accuracy_by_model.items():
         scales = sorted(by_scale)
-        axis.plot(scales, [by_scale[s] for s in scales], marker="o", label=model)
+        values = np.array([by_scale[s] for s in scales])
+        ci = (intervals_by_model or {}).get(model, {})
+        axis.errorbar(
+            scales, values, yerr=_error_bars(values, [ci.get(s) for s in scales]),
+            marker="o", capsize=3, label=model,
+        )  # fmt: skip
     axis.set_xlabel("object scale (object side / canvas side)")
     axis.set_ylabel("top-1 accuracy")
     axis.set_ylim(0, 1.02)
@@ -235,21 +258,69 @@ def plot_accuracy_vs_scale(
 
 
 def plot_nonshiftability(
-    rates_by_model: Mapping[str, Mapping[str, float]], protocol: str
+    per_image_by_model: Mapping[str, Mapping[str, np.ndarray]], protocol: str, lines: int = 8
 ) -> Figure:
-    """Fig. 10: nonshiftability per layer (rate of >20% jumps between consecutive views) by depth."""
-    figure, axis = plt.subplots(figsize=(6, 3.8))
-    deepest: list[str] = []
-    for model, rates in rates_by_model.items():
-        layers = list(rates)
-        deepest = layers if len(layers) > len(deepest) else deepest
-        axis.plot(range(len(layers)), [rates[layer] for layer in layers], marker="o", label=model)
-    axis.set_xticks(range(len(deepest)))
-    axis.set_xticklabels(deepest, rotation=40, ha="right", fontsize=7)
-    axis.set_xlabel("layer (input -> output)")
-    axis.set_ylabel("nonshiftability (jumps per step)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    axis.set_title(f"Nonshiftability against depth, {protocol} (paper Fig. 10)", fontsize=10)
+    """Fig. 10: nonshiftability against depth (convolution number), one panel per model: thin
+    lines for single images (the paper draws one per image), the mean over images in bold.
+
+    Args:
+        per_image_by_model: ``{model: {layer: per-image counts [N]}}``, layers in depth order.
+        protocol: the sweep's key, for the title.
+        lines: how many single images to draw.
+    """
+    models = list(per_image_by_model)
+    figure, axes = plt.subplots(
+        1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False, sharey=True
+    )
+    for axis, model in zip(axes[0], models, strict=True):
+        layers = per_image_by_model[model]
+        counts = np.stack([np.asarray(v, dtype=float) for v in layers.values()], axis=1)  # [N, L]
+        depth = np.arange(1, counts.shape[1] + 1)
+        for row in counts[:lines]:
+            axis.plot(depth, row, color="0.6", lw=0.7, alpha=0.8)
+        axis.plot(depth, counts.mean(0), color="C3", lw=2, label=f"mean of {len(counts)} images")
+        axis.set_title(model, fontsize=9)
+        axis.set_xlabel("convolution layer (depth)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="upper left")
+    axes[0, 0].set_ylabel("jumps > 20% per feature map")
+    figure.suptitle(f"Nonshiftability against depth, {protocol} (paper Fig. 10)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def plot_table1(
+    rows_by_model: Mapping[str, Mapping[float, Mapping[str, Any]]],
+    measures: Sequence[tuple[str, str]] = (
+        ("p_top1_change", "P(top-1 change)"),
+        ("mac", "mean absolute change"),
+        ("accuracy", "accuracy"),
+    ),
+) -> Figure:
+    """The authors' Table 1 plot (``CheckTranslationInvariance.pdf``): each measure against the
+    size s (s <= 1: crop of area s; s > 1: the photo at 1/s of the canvas on black), one line
+    per model, 95% intervals over images.
+
+    Args:
+        rows_by_model: ``{model: {s: result row with the measures and their "_ci95"}}``.
+    """
+    figure, axes = plt.subplots(len(measures), 1, figsize=(5.4, 2.4 * len(measures)), sharex=True)
+    axes = np.atleast_1d(axes)
+    for axis, (measure, label) in zip(axes, measures, strict=True):
+        for model, by_size in rows_by_model.items():
+            sizes = sorted(by_size)
+            values = np.array([by_size[s].get(measure, np.nan) for s in sizes], dtype=float)
+            axis.errorbar(
+                sizes, values, yerr=_error_bars(values, [by_size[s].get(f"{measure}_ci95") for s in sizes]),
+                marker="o", ms=4, capsize=3, label=model,
+            )  # fmt: skip
+        axis.axvline(1.0, color="0.8", lw=0.8, zorder=0)
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[-1].set_xlabel("size s (<= 1: crop of area s; > 1: photo at 1/s of the canvas, black)")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title(
+        "Table 1 protocols: one-pixel diagonal shifts (Azulay & Weiss, JMLR)", fontsize=10
+    )
     figure.tight_layout()
     return figure

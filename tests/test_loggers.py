@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pytorch_lightning.loggers import CSVLogger
 
 from lightning_inv import loggers
+from lightning_inv.measure import ProtocolResult
+from lightning_inv.protocols import Translate
 
 
 @pytest.fixture
@@ -40,11 +43,17 @@ def test_flat_results_start_with_the_protocol():
     }
 
 
+def _result(label: int, p_true: list[float], top1: list[int]) -> ProtocolResult:
+    protocol = Translate(canvas=16, scale=0.5, max_shift=1, fill="black")
+    return ProtocolResult(
+        protocol, np.array([0]), np.array([label]), {}, np.array([p_true], dtype=np.float32),
+        np.array([top1], dtype=np.int32),
+    )  # fmt: skip
+
+
 def test_per_image_summary_counts_changes_and_accuracy():
-    rows = loggers.per_image_summary(
-        "m", {"t": [{"image": "a", "label": 2, "p_true": [0.2, 0.6], "top1": [2, 3]}]}
-    )
-    assert rows == [["a", 2, "m", "t", pytest.approx(0.4), 0.2, 1, 0.5]]
+    rows = loggers.per_image_summary("m", {"t": _result(2, [0.2, 0.6], [2, 3])}, {0: "a"}.get)
+    assert rows == [["a", 2, "m", "t", pytest.approx(0.4), pytest.approx(0.2), 1, 0.5]]
 
 
 def test_csv_logger_writes_the_numbers(tmp_path):
@@ -75,9 +84,7 @@ def test_wandb_offline_run_holds_numbers_table_and_figures(clean_env, tmp_path):
     figure = tmp_path / "fig.png"
     Image.new("RGB", (32, 24), (200, 30, 30)).save(figure)
     logger = loggers.create_logger("wandb", tmp_path, "test-run", {"seed": 0})
-    rows = loggers.per_image_summary(
-        "m", {"crop": [{"image": "a", "label": 1, "p_true": [0.5, 0.7], "top1": [1, 1]}]}
-    )
+    rows = loggers.per_image_summary("m", {"crop": _result(1, [0.5, 0.7], [1, 1])}, {0: "a"}.get)
     loggers.log_evaluation(logger, {"m": {"crop": {"accuracy": 0.25}}}, rows, {"fig1": figure})
     (run,) = tmp_path.glob("wandb/offline-run-*")  # offline: no credentials in the clean env
     assert list(run.glob("run-*.wandb"))  # what `wandb sync` uploads

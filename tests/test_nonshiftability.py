@@ -38,8 +38,8 @@ def _vgg_sums(photos: torch.Tensor, modify: str | None) -> dict[str, torch.Tenso
     model, _ = create_backbone("vgg11", num_classes=10, modify=modify)
     protocol = Translate(canvas=96, scale=0.75, max_shift=8, fill="inpaint")
     with FeatureSums(model, ["features.1", "features"]) as probe:
-        _, sums = view_logits(model, protocol, photos, probe=probe)
-    return sums
+        _, responses = view_logits(model, protocol, photos, probe=probe)
+    return {layer: sums for layer, (sums, _) in responses.items()}
 
 
 @pytest.mark.slow

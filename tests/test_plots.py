@@ -8,6 +8,7 @@ import torch
 
 from lightning_inv import plots
 from lightning_inv.figures import ModelRun, write_figures
+from lightning_inv.measure import ProtocolResult
 from lightning_inv.protocols import RandomLocation, Scale, Translate
 
 
@@ -16,6 +17,16 @@ def _rows(p_true: list[list[float]]) -> list[dict]:
         {"index": i, "image": f"img{i}", "label": 1, "p_true": p, "top1": [1] * len(p)}
         for i, p in enumerate(p_true)
     ]
+
+
+def _result(protocol, p_true: list[list[float]], shift: dict | None = None) -> ProtocolResult:
+    """A protocol's per-image results for figures: labels 1, top-1 always 1."""
+    p = np.asarray(p_true, dtype=np.float32)
+    n = len(p)
+    return ProtocolResult(
+        protocol, np.arange(n), np.ones(n, dtype=np.int64), {"accuracy": np.ones(n)},
+        p, np.ones(p.shape, dtype=np.int32), shift or {},
+    )  # fmt: skip
 
 
 def test_most_jagged_picks_the_rows_that_move_most():
@@ -45,19 +56,22 @@ def test_write_figures_draws_the_applicable_paper_figures(tmp_path):
     torch.manual_seed(0)
     translate = Translate(canvas=32, fill="mean", max_shift=2)
     locations = [RandomLocation(canvas=32, scale=s, fill="mean") for s in (0.5, 0.7)]
-    images = [{"image": torch.rand(3, 32, 32), "label": 1, "index": i} for i in range(3)]
+    images = [
+        {"image": torch.rand(3, 32, 32), "label": 1, "index": i, "name": f"img{i}"}
+        for i in range(3)
+    ]
     p = torch.rand(3, translate.num_views).tolist()
     results = {
-        translate.key: {"accuracy": 0.5, "p_top1_change": 0.2, "jagged_fraction": 0.3,
-                        "nonshiftability_rate": {"a": 0.0, "b": 0.2}},
-        locations[0].key: {"accuracy": 0.4},
+        translate.key: {"accuracy": 0.5, "p_top1_change": 0.2, "jagged_fraction": 0.3},
+        locations[0].key: {"accuracy": 0.4, "accuracy_ci95": [0.3, 0.5]},
         locations[1].key: {"accuracy": 0.6},
     }  # fmt: skip
+    shift = {"a": np.zeros(3), "b": np.array([1.0, 2.0, 0.0])}
     run = ModelRun(
-        "m", results, {translate.key: _rows(p)}, [translate, *locations], images,
-        {translate.key: torch.rand(3, translate.num_views, 4)},
+        "m", results, {translate.key: _result(translate, p, shift)}, [translate, *locations],
+        images, {translate.key: torch.rand(3, translate.num_views, 4)},
     )  # fmt: skip
-    paths = write_figures([run], tmp_path, describe_label=str)
+    paths = write_figures([run], tmp_path, namer=str)
     assert set(paths) == {
         "fig1_probability_translate_mean", "fig2a_heatmap_translate_mean", "fig2b_sensitivity",
         "fig4_feature_sums", "fig6_accuracy_vs_scale", "fig10_nonshiftability",
@@ -67,12 +81,12 @@ def test_write_figures_draws_the_applicable_paper_figures(tmp_path):
 
 
 @pytest.mark.parametrize("count", [1, 4])
-def test_view_strip_shows_the_protocol_views_at_their_positions(count):
+def test_frames_show_the_protocol_views_at_their_positions(count):
     protocol = Translate(canvas=16, fill="black", scale=0.5, max_shift=3)
     image = torch.ones(3, 16, 16)
-    strip = plots.view_strip(protocol, image, 0, count=count)
-    assert len(strip) == count and strip[0][0] == -3
     views = protocol(image[None], torch.tensor([0]))[0]
+    strip = plots.frames(protocol, views, count=count)
+    assert len(strip) == count and strip[0][0] == -3
     np.testing.assert_array_equal(strip[0][1], views[0].permute(1, 2, 0).numpy())
 
 
@@ -81,13 +95,14 @@ def test_models_with_different_canvases_share_a_figure_with_their_own_x_values(t
     runs = []
     for name, canvas in (("small", 32), ("large", 40)):
         scale = Scale(canvas=canvas, fill="mean")
-        rows = _rows(torch.rand(2, scale.num_views).tolist())
+        result = _result(scale, torch.rand(2, scale.num_views).tolist())
         sums = {scale.key: torch.rand(2, scale.num_views, 3)}
         images = [
-            {"image": torch.rand(3, canvas, canvas), "label": 1, "index": i} for i in range(2)
+            {"image": torch.rand(3, canvas, canvas), "label": 1, "index": i, "name": str(i)}
+            for i in range(2)
         ]
         results = {scale.key: {"accuracy": 0.5, "p_top1_change": 0.1}}
-        runs.append(ModelRun(name, results, {scale.key: rows}, [scale], images, sums))
-    paths = write_figures(runs, tmp_path, describe_label=str)
+        runs.append(ModelRun(name, results, {scale.key: result}, [scale], images, sums))
+    paths = write_figures(runs, tmp_path, namer=str)
     assert "fig4_feature_sums" in paths
     assert runs[0].protocols[0].positions != runs[1].protocols[0].positions

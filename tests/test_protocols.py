@@ -14,8 +14,8 @@ from lightning_inv.protocols import (
     PairShift,
     RandomLocation,
     Scale,
-    Sequence_,
     Translate,
+    TranslationSequence,
     WorstOfK,
     create_protocol,
     place,
@@ -52,7 +52,7 @@ def test_crop_and_sequence_views_are_exact_shifts_of_each_other():
     crop = Crop(canvas=30, margin=10, steps=9)(image)[0]
     # Window k starts k px right and down: content moves by -1 px per view.
     assert torch.equal(crop[1][:, :-1, :-1], crop[0][:, 1:, 1:])
-    frames = Sequence_(canvas=30, max_shift=4)(image)[0]
+    frames = TranslationSequence(canvas=30, max_shift=4)(image)[0]
     assert frames.shape == (9, 3, 30, 30)
     # Frame t+1 shows the content 1 px further right.
     assert torch.equal(frames[1][:, :, 1:], frames[0][:, :, :-1])

@@ -49,8 +49,10 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
     assert "DigitsDataModule" in (run / "config.yaml").read_text()
     history = _history(run)
     assert [h["epoch"] for h in history] == [0, 1]
-    for key in ("random_location_s0.3/accuracy", "random_location_s0.5/accuracy",
-                "translate/p_top1_change", "translate/jagged_fraction", "translate/centred_accuracy"):  # fmt: skip
+    # The same result keys as evaluate.py gives these protocols (one measuring core).
+    for key in ("random_location_black_s0.3/accuracy", "random_location_black_s0.5/accuracy",
+                "translate_black/p_top1_change", "translate_black/jagged_fraction",
+                "translate_black/centred_accuracy"):  # fmt: skip
         assert 0 <= history[-1][key] <= 1, key
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B offline run to sync later
     # Figures went to the W&B run (two per epoch), not left as files.
@@ -64,7 +66,7 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
                 f"--ckpt_path={checkpoint}", "--trainer.logger=false")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     tested = json.loads((run / "invariance_test.json").read_text())
-    assert tested["stage"] == "test" and 0 <= tested["translate/p_top1_change"] <= 1
+    assert tested["stage"] == "test" and 0 <= tested["translate_black/p_top1_change"] <= 1
     assert _history(run) == history
     # evaluate.py re-creates the model from the checkpoint's hyperparameters.
     done = _run(
@@ -216,7 +218,7 @@ def test_invariance_callback_gives_the_same_numbers_on_two_processes(tmp_path):
 
     single, double = validate(1), validate(2)
     assert len(list((tmp_path / "figures").glob("*.png"))) == 2  # drawn once (rank 0), no deadlock
-    assert "invariance/translate/p_top1_change" in single and len(single) == len(double)
+    assert "invariance/translate_black/p_top1_change" in single and len(single) == len(double)
     for key, value in single.items():
         assert double[key] == pytest.approx(value, abs=1e-6), key
 

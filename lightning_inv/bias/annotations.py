@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+from lightning_inv.data.images import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

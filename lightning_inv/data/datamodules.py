@@ -16,14 +16,21 @@ from lightning_inv.data.images import (
     collate_skipping,
     imagefolder_items,
 )
-from lightning_inv.data.samples import SAMPLE_PHOTOS, imagenet_index
+from lightning_inv.data.samples import SAMPLE_PHOTOS, imagenet_index, imagenet_val_photos
 
-EVAL_DATASETS = ("sample", "imagefolder", "digits")
+EVAL_DATASETS = ("sample", "imagenet_val", "imagefolder", "digits")
+
+
+def imagenet_val_items() -> list[LabelledImage]:
+    """The 20 ImageNet validation photos of the foolbox wheel, with ImageNet's own labels."""
+    return [LabelledImage(path, label, name) for name, path, label in imagenet_val_photos()]
 
 
 def sample_items() -> list[LabelledImage]:
-    """The shipped photos (``samples.SAMPLE_PHOTOS``) with their ImageNet-1k labels."""
-    return [LabelledImage(p.path, imagenet_index(p.synset), p.name) for p in SAMPLE_PHOTOS]
+    """The offline default: the 7 shipped photos (``samples.SAMPLE_PHOTOS``, labels given by a
+    person) followed by the 20 ImageNet validation photos: 27 real photos."""
+    people = [LabelledImage(p.path, imagenet_index(p.synset), p.name) for p in SAMPLE_PHOTOS]
+    return people + imagenet_val_items()
 
 
 def choose_subset(dataset: Dataset, num_images: int | None, seed: int = 0) -> Dataset:
@@ -45,20 +52,26 @@ def build_eval_dataset(
     interpolation: str = "bicubic",
     num_images: int | None = None,
     seed: int = 0,
+    keep_original: bool = False,
 ) -> Dataset:
-    """Evaluation images as [3, size, size] in [0, 1] with labels and indices.
+    """Evaluation images as [3, size, size] in [0, 1] with labels and indices (and the original
+    photos with ``keep_original``).
 
-    ``sample``: the shipped photos (ImageNet labels); ``imagefolder``: ``root/<synset>/*``;
+    ``sample``: the 27 offline photos (ImageNet labels); ``imagenet_val``: their 20 ImageNet
+    validation photos; ``imagefolder``: ``root/<synset>/*``;
     ``digits``: scikit-learn's test digits, cropped tight to ``size`` px (10 classes); the
     protocols place them (``Translate(scale=0.5)`` puts one where ``DigitsDataModule`` trains it).
     """
+    photos = {"crop_pct": crop_pct, "interpolation": interpolation, "keep_original": keep_original}
     if name == "sample":
-        dataset: Dataset = LabelledImageDataset(sample_items(), size, crop_pct, interpolation)
+        dataset: Dataset = LabelledImageDataset(sample_items(), size, **photos)
+    elif name == "imagenet_val":
+        dataset = LabelledImageDataset(imagenet_val_items(), size, **photos)
     elif name == "imagefolder":
         if root is None:
             raise ValueError("data 'imagefolder' needs a root folder (--data-root DIR)")
         items, _ = imagefolder_items(root)
-        dataset = LabelledImageDataset(items, size, crop_pct, interpolation)
+        dataset = LabelledImageDataset(items, size, **photos)
     elif name == "digits":
         # Cropped tight, like DigitsDataModule.invariance_dataset(): the protocols place the digit,
         # so "object scale" means digit side / canvas everywhere (training digits: 0.5).

@@ -2,7 +2,9 @@
 
 Images are prepared as timm's eval transform does (resize the shorter side to
 ``size / crop_pct``, centre crop ``size``) but *not* normalised: the transformation engine works on
-[0, 1] RGB and the model normalises (``InvarianceClassifier``).
+[0, 1] RGB and the model normalises (``InvarianceClassifier``). With ``keep_original`` a sample
+also holds the original photo (``original``, [3, h, w] in [0, 1], its longer side capped at
+``MAX_ORIGINAL_SIDE``) for the protocols that crop from it (docs/design.md, "Data").
 """
 
 from __future__ import annotations
@@ -13,13 +15,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".jpeg")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
+MAX_ORIGINAL_SIDE = 1024  # px; ImageNet photos (~500 px) are kept as they are
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode Pillow reads -> 8-bit RGB. 16- and 32-bit greyscale (``I;16``, ``I``) are scaled
+    from their bit depth (a plain ``convert`` clips them to white); palette, LA, RGBA and CMYK
+    go through Pillow's own conversion (alpha dropped)."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if values.max() <= 1.0 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def original_tensor(image: Image.Image, max_side: int = MAX_ORIGINAL_SIDE) -> torch.Tensor:
+    """An RGB photo -> float [3, h, w] in [0, 1], the longer side at most ``max_side`` px."""
+    if max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BICUBIC,
+            reducing_gap=None,
+        )
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
 
 
 @dataclass(frozen=True)
@@ -55,28 +86,36 @@ class LabelledImageDataset(Dataset):
         size: int,
         crop_pct: float = 0.875,
         interpolation: str = "bicubic",
+        keep_original: bool = False,
     ) -> None:
         self.items = list(items)
         self.transform = eval_transform(size, crop_pct, interpolation)
+        self.keep_original = keep_original
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
+        sample: dict[str, Any] = {"label": item.label, "index": index, "name": item.name}
         try:
             with Image.open(item.path) as img:
-                image = self.transform(img.convert("RGB"))
+                rgb = to_rgb(img)
+                sample["image"] = self.transform(rgb)
+                if self.keep_original:
+                    sample["original"] = original_tensor(rgb)
         except (OSError, UnidentifiedImageError, ValueError) as err:
             warnings.warn(f"skipping unreadable image {item.path}: {err}", stacklevel=2)
-            return {"image": None, "label": item.label, "index": index, "name": item.name}
-        return {"image": image, "label": item.label, "index": index, "name": item.name}
+            return {**sample, "image": None, "reason": f"{type(err).__name__}: {err}"}
+        return sample
 
 
 def collate_skipping(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the readable samples; the names of unreadable ones go to ``batch["skipped"]``."""
+    """Stack the readable samples; the names of unreadable ones go to ``batch["skipped"]`` (with
+    their reasons in ``batch["skip_reasons"]``); original photos stay a list (any sizes)."""
     good = [s for s in samples if s["image"] is not None]
     skipped = [s["name"] for s in samples if s["image"] is None]
+    reasons = [s.get("reason", "unreadable") for s in samples if s["image"] is None]
     if not good:
         return {
             "image": torch.empty(0, 3, 1, 1),
@@ -84,14 +123,19 @@ def collate_skipping(samples: list[dict[str, Any]]) -> dict[str, Any]:
             "index": torch.empty(0, dtype=torch.long),
             "name": [],
             "skipped": skipped,
+            "skip_reasons": reasons,
         }
-    return {
+    batch = {
         "image": torch.stack([s["image"] for s in good]),
         "label": torch.tensor([s["label"] for s in good], dtype=torch.long),
         "index": torch.tensor([s["index"] for s in good], dtype=torch.long),
         "name": [s["name"] for s in good],
         "skipped": skipped,
+        "skip_reasons": reasons,
     }
+    if all("original" in s for s in good):
+        batch["original"] = [s["original"] for s in good]
+    return batch
 
 
 def imagefolder_items(root: str | Path) -> tuple[list[LabelledImage], list[str]]:

@@ -1,13 +1,20 @@
-"""Real photos that ship inside installed packages, each with the ImageNet-1k label a person gives it.
+"""Real photos that ship inside installed packages, with ImageNet-1k labels.
 
-This is the offline default data set of ``evaluate.py`` (DESIGN.md section 5). The labels were
-checked against the offline EfficientNet-Lite models (see the README); where ImageNet has no exact
-class (a dahlia, a Falcon 9 rocket) the closest class a person would pick is used.
+Two sets make the offline default data of ``evaluate.py`` (docs/design.md, "Data"):
+
+* ``SAMPLE_PHOTOS``: 7 photos of scikit-image, scikit-learn and matplotlib, each with the label a
+  person gives it, checked against the offline EfficientNet-Lite models (see the README); where
+  ImageNet has no exact class (a dahlia, a Falcon 9 rocket) the closest class a person would pick.
+* ``imagenet_val_photos()``: the 20 ImageNet validation photos in the wheel of ``foolbox`` (MIT
+  licence), ``foolbox/data/imagenet_NN_LABEL.jpg`` with LABEL the ImageNet-1k index: ImageNet's
+  own labels. They are read from the installed files; foolbox itself is never imported.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,3 +65,31 @@ def imagenet_index(synset: str) -> int:
 def imagenet_description(index: int) -> str:
     """Short human-readable name of ImageNet-1k class ``index`` (first synonym)."""
     return ImageNetInfo().index_to_description(index).split(",")[0]
+
+
+FOOLBOX_IMAGENET = re.compile(r"^foolbox/data/imagenet_(\d+)_(\d+)\.jpg$")
+
+
+def imagenet_val_photos() -> list[tuple[str, Path, int]]:
+    """The 20 ImageNet validation photos of the installed ``foolbox`` distribution, as
+    ``(name, path, ImageNet-1k index)`` sorted by their number; an error names the fix when
+    the package is missing."""
+    try:
+        distribution = importlib.metadata.distribution("foolbox")
+    except importlib.metadata.PackageNotFoundError as err:
+        raise FileNotFoundError(
+            "the ImageNet validation photos come from the foolbox wheel: pip install foolbox"
+        ) from err
+    photos = []
+    for file in distribution.files or []:
+        match = FOOLBOX_IMAGENET.match(str(file).replace(os.sep, "/"))
+        if match:
+            number, label = int(match.group(1)), int(match.group(2))
+            photos.append(
+                (f"imagenet_val_{number:02d}", Path(distribution.locate_file(file)), label)
+            )
+    if not photos:
+        raise FileNotFoundError(
+            f"no imagenet_*.jpg in the installed foolbox {distribution.version}"
+        )
+    return sorted(photos)

@@ -124,6 +124,10 @@ class DigitsDataModule(ClassificationDataModule):
         self.digit_size = digit_size
         self.image_size = canvas
         self.object_scale = digit_size / canvas
+        # Saved in checkpoints, so evaluate.py places test digits where training put them.
+        self.save_hyperparameters(
+            {"placement_canvas": canvas, "placement_object_scale": self.object_scale}
+        )
         CentredDigits("val", canvas, digit_size)  # validates the sizes now, not at fit time
 
     def train_set(self) -> Dataset:

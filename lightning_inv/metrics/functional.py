@@ -149,3 +149,56 @@ def mean_absolute_difference(logits: Tensor, target: Tensor) -> Tensor:
 def consistency(logits: Tensor) -> Tensor:
     """Fraction of view pairs of the same image that agree on the top-1."""
     return _ratio(consistency_sums(logits))
+
+
+# -- per-image values ------------------------------------------------------------------------------
+# Each returns [N] float: one value per image whose mean over images is the measure above (all
+# images of a protocol have the same number of views, so the mean of per-image ratios equals the
+# pooled ratio). They feed the bootstrap intervals (``lightning_inv.statistics``).
+
+
+def view_accuracy_per_image(logits: Tensor, target: Tensor, top_k: int = 1) -> Tensor:
+    """[N]: fraction of an image's views with the label in the top-k."""
+    check_logits(logits, target)
+    k = min(top_k, logits.shape[-1])
+    topk = logits.topk(k, dim=-1).indices
+    return (topk == target[:, None, None]).any(-1).float().mean(-1)
+
+
+def top1_change_per_image(logits: Tensor) -> Tensor:
+    """[N]: fraction of an image's consecutive view pairs whose top-1 differs."""
+    check_logits(logits, min_views=2)
+    top1 = logits.argmax(-1)
+    return (top1[:, 1:] != top1[:, :-1]).float().mean(-1)
+
+
+def mean_absolute_change_per_image(logits: Tensor) -> Tensor:
+    """[N]: MAC of each image, mean over pairs of |p_t[a_t] - p_{t+1}[a_t]|."""
+    check_logits(logits, min_views=2)
+    probs = logits.float().softmax(-1)
+    top1 = probs[:, :-1].argmax(-1, keepdim=True)
+    return (probs[:, :-1].gather(-1, top1) - probs[:, 1:].gather(-1, top1)).abs()[..., 0].mean(-1)
+
+
+def mean_absolute_difference_per_image(logits: Tensor, target: Tensor) -> Tensor:
+    """[N]: MAD of each image, mean over pairs of |p_t[y] - p_{t+1}[y]|."""
+    check_logits(logits, target, min_views=2)
+    p_true = true_class_probability(logits, target)
+    return (p_true[:, 1:] - p_true[:, :-1]).abs().mean(-1)
+
+
+def consistency_per_image(logits: Tensor) -> Tensor:
+    """[N]: fraction of all view pairs (a < b) of an image that agree on the top-1."""
+    check_logits(logits, min_views=2)
+    n, t, c = logits.shape
+    top1 = logits.argmax(-1)
+    counts = torch.zeros(n, c, device=logits.device).scatter_add_(
+        1, top1, torch.ones_like(top1, dtype=torch.float)
+    )
+    return (counts * (counts - 1) / 2).sum(-1) / (t * (t - 1) / 2)
+
+
+def true_class_probability(logits: Tensor, target: Tensor) -> Tensor:
+    """[N, T]: softmax probability of the true class in every view."""
+    probs = logits.float().softmax(-1)
+    return probs.gather(-1, target[:, None, None].expand(-1, probs.shape[1], 1))[..., 0]

@@ -1,11 +1,15 @@
 """Nonshiftability (paper Sec. 3, Fig. 10) from per-view global sums of feature maps.
 
-For each image and channel k, S_t = sum over positions of the feature map for view t. Only
-channels whose maximum over views exceeds ``threshold`` times the largest such maximum of the
-layer (for that image) count: the paper's "maximum response above a threshold", made relative so
-that one value fits layers of any size. For a counted channel, the count is
-the number of t with |S_{t+1} - S_t| > ``relative_change`` * |mean_t S_t|. A shiftable layer
-scores 0. ``FeatureSums`` records S_t with forward hooks.
+For each image and channel (feature map) k of a layer, S_t is the global sum of the map for view
+t and P_t its maximum spatial response. A channel is counted when its largest spatial response
+over the views, max_t P_t, exceeds ``threshold`` (0.1) times the largest such response of any
+channel of the layer for that image: the paper's "feature maps where the maximum response was
+above a threshold", made relative so that one value fits layers of any scale. For a counted
+channel, the number of steps t with |S_{t+1} - S_t| > ``relative_change`` (0.2) x |mean_t S_t| is
+its nonshiftability; a layer's value for one image is the mean over its counted channels (a
+shiftable layer scores 0). Channels with negative sums are kept (|mean| is used); channels whose
+spatial response is never positive are not counted, and ``counted_fraction`` reports how many were.
+``FeatureSums`` records S_t and P_t with forward hooks (docs/design.md, "Nonshiftability").
 """
 
 from __future__ import annotations
@@ -19,22 +23,39 @@ from torchmetrics import Metric
 
 
 def nonshiftability_counts(
-    sums: Tensor, threshold: float = 0.1, relative_change: float = 0.2
+    sums: Tensor,
+    peaks: Tensor | None = None,
+    threshold: float = 0.1,
+    relative_change: float = 0.2,
 ) -> tuple[Tensor, Tensor]:
-    """sums [N, T, K] -> (changes per channel [N, K], counted mask [N, K])."""
+    """sums [N, T, K] (and spatial maxima ``peaks`` [N, T, K], default: the sums) ->
+    (jumps per channel [N, K], counted mask [N, K])."""
     if sums.dim() != 3 or sums.shape[1] < 2:
         raise ValueError(f"sums must be [N, T, K] with T >= 2 views; got {tuple(sums.shape)}")
     sums = sums.double()
-    peak = sums.amax(dim=1)  # [N, K]
-    counted = (peak > threshold * peak.amax(dim=1, keepdim=True).clamp(min=0)) & (peak > 0)
+    peak = (sums if peaks is None else peaks.double()).amax(dim=1)  # [N, K]
+    strongest = peak.amax(dim=1, keepdim=True).clamp(min=0)
+    counted = (peak > threshold * strongest) & (peak > 0)
     mean = sums.mean(dim=1).abs()
     jumps = (sums[:, 1:] - sums[:, :-1]).abs() > relative_change * mean[:, None]
     return jumps.sum(dim=1) * counted, counted
 
 
+def nonshiftability_per_image(
+    sums: Tensor,
+    peaks: Tensor | None = None,
+    threshold: float = 0.1,
+    relative_change: float = 0.2,
+) -> Tensor:
+    """[N]: mean number of >20% jumps per counted channel of one layer, per image."""
+    changes, counted = nonshiftability_counts(sums, peaks, threshold, relative_change)
+    return changes.sum(-1).double() / counted.sum(-1).clamp(min=1)
+
+
 class Nonshiftability(Metric):
-    """``update(sums [N, T, K])`` for one layer; ``compute()`` returns ``{"count": mean number of
-    significant jumps per counted channel, "rate": that divided by T - 1}``."""
+    """``update(sums [N, T, K], peaks=None)`` for one layer; ``compute()`` returns ``{"count":
+    mean over images of the per-image value (jumps per counted channel), "rate": count / (T - 1),
+    "counted_fraction": fraction of channels counted}``."""
 
     full_state_update = False
     is_differentiable = False
@@ -44,20 +65,23 @@ class Nonshiftability(Metric):
         super().__init__(**kwargs)
         self.threshold = threshold
         self.relative_change = relative_change
-        for state in ("changes", "channels", "pairs"):
+        for state in ("total", "images", "pairs", "counted", "channels"):
             self.add_state(state, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, sums: Tensor) -> None:
-        changes, counted = nonshiftability_counts(sums, self.threshold, self.relative_change)
-        self.changes = self.changes + changes.sum().double()
-        self.channels = self.channels + counted.sum().double()
-        self.pairs = self.pairs + counted.sum().double() * (sums.shape[1] - 1)
+    def update(self, sums: Tensor, peaks: Tensor | None = None) -> None:
+        per_image = nonshiftability_per_image(sums, peaks, self.threshold, self.relative_change)
+        _, counted = nonshiftability_counts(sums, peaks, self.threshold, self.relative_change)
+        self.total = self.total + per_image.sum()
+        self.images = self.images + len(per_image)
+        self.pairs = self.pairs + len(per_image) * (sums.shape[1] - 1)
+        self.counted = self.counted + counted.sum().double()
+        self.channels = self.channels + counted.numel()
 
     def compute(self) -> dict[str, Tensor]:
-        channels = self.channels.clamp(min=1)
         return {
-            "count": (self.changes / channels).float(),
-            "rate": (self.changes / self.pairs.clamp(min=1)).float(),
+            "count": (self.total / self.images.clamp(min=1)).float(),
+            "rate": (self.total / self.pairs.clamp(min=1)).float(),
+            "counted_fraction": (self.counted / self.channels.clamp(min=1)).float(),
         }
 
 
@@ -83,11 +107,19 @@ def probe_layers(model: nn.Module) -> list[str]:
     return names
 
 
-class FeatureSums:
-    """Forward hooks that record, for each call, the per-channel global sum of chosen layers.
+def conv_layers(model: nn.Module) -> list[str]:
+    """Every ``nn.Conv2d`` of ``model`` in registration (= depth) order: the paper's Fig. 10 puts
+    a layer at depth "number of trainable convolutional layers preceding it"."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
-    Use as ``with FeatureSums(model, layers) as probe: model(x); sums = probe.pop()`` where
-    ``sums[layer]`` is [B, K] (B the images of all calls since the last ``pop``, in order).
+
+class FeatureSums:
+    """Forward hooks that record, for each call, the per-channel global sum and spatial maximum
+    of chosen layers.
+
+    Use as ``with FeatureSums(model, layers) as probe: model(x); sums, peaks = probe.pop()`` where
+    ``sums[layer]`` and ``peaks[layer]`` are [B, K] (B the images of all calls since the last
+    ``pop``, in order).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | None = None) -> None:
@@ -99,13 +131,14 @@ class FeatureSums:
                 f"unknown layers {unknown}; pick from model.named_modules(), e.g. {probe_layers(model)}"
             )
         self._modules = [modules[name] for name in self.layers]
-        self._records: dict[str, list[Tensor]] = {name: [] for name in self.layers}
+        self._records: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in self.layers}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook(self, name: str):
         def record(module: nn.Module, inputs: object, output: Tensor) -> None:
             if isinstance(output, Tensor) and output.dim() == 4:
-                self._records[name].append(output.detach().float().sum(dim=(-2, -1)))
+                flat = output.detach().float().flatten(2)
+                self._records[name].append((flat.sum(-1), flat.amax(-1)))
 
         return record
 
@@ -121,11 +154,12 @@ class FeatureSums:
             handle.remove()
         self._handles = []
 
-    def pop(self) -> dict[str, Tensor]:
-        """Recorded sums since the last ``pop``: ``{layer: [B, K]}``."""
-        out = {name: torch.cat(parts) for name, parts in self._records.items() if parts}
+    def pop(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Recorded ``(sums, peaks)`` since the last ``pop``: ``{layer: [B, K]}`` each."""
+        sums = {n: torch.cat([s for s, _ in parts]) for n, parts in self._records.items() if parts}
+        peaks = {n: torch.cat([p for _, p in parts]) for n, parts in self._records.items() if parts}
         self._records = {name: [] for name in self.layers}
-        return out
+        return sums, peaks
 
 
 @contextmanager
@@ -133,3 +167,14 @@ def feature_sums(model: nn.Module, layers: Sequence[str] | None = None) -> Itera
     """Context manager form of ``FeatureSums``."""
     with FeatureSums(model, layers) as probe:
         yield probe
+
+
+__all__ = [
+    "FeatureSums",
+    "Nonshiftability",
+    "conv_layers",
+    "feature_sums",
+    "nonshiftability_counts",
+    "nonshiftability_per_image",
+    "probe_layers",
+]

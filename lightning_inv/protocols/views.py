@@ -1,9 +1,17 @@
-"""Protocols: each turns a batch of images into T views per image (DESIGN.md section 2).
+"""Protocols: each turns a batch of images into T views per image (docs/design.md, "Protocols").
 
-A protocol is called as ``protocol(images, indices)`` with images float [B, 3, H, W] in [0, 1]
-(on any device) and the data set indices [B] of those images; it returns views
-[B, T, 3, canvas, canvas] on the same device. Random choices are drawn from a generator seeded by
-(seed, index), so a sample's views are identical every call, every epoch and on every rank.
+A protocol is called as ``protocol(images, indices, originals)`` with images float [B, 3, H, W]
+in [0, 1] (the model's eval preprocessing: resize and centre crop to the canvas), the data set
+indices [B] of those images and, optionally, the original photos (a list of B float [3, h, w] in
+[0, 1], any sizes). It returns views [B, T, 3, canvas, canvas] on the images' device. Protocols
+that cut windows or crops from the photo (``uses_original``) start from the original, as the
+authors' script does, so the photo is resampled once; without ``originals`` they take ``images``
+as the photo. Random choices are drawn from a generator seeded by (seed, index), so a sample's
+views are identical every call, every epoch and on every rank.
+
+Each protocol class declares the measures that apply to it (``measures``, names of
+``lightning_inv.measure.MEASURES``) and whether its views form an ordered sweep (``ordered``:
+consecutive pairs, Fig. 1-2 curves, nonshiftability).
 """
 
 from __future__ import annotations
@@ -19,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_inv.protocols.fill import check_fill, compose
-from lightning_inv.protocols.inpaint import inpaint
+from lightning_inv.protocols.fill import check_fill, compose, fill_unknown
 from lightning_inv.protocols.placement import place
 
 Direction = Literal["vertical", "horizontal", "diagonal"]
@@ -55,6 +62,44 @@ def resize(images: Tensor, side: int | tuple[int, int]) -> Tensor:
     ).clamp(0, 1)
 
 
+def resize_cover(image: Tensor, side: int) -> Tensor:
+    """One photo [3, h, w] -> [3, side, side]: shorter side resized to ``side``, centre crop
+    (the usual eval preprocessing, without the crop fraction)."""
+    h, w = image.shape[-2:]
+    scale = side / min(h, w)
+    size = (max(side, round(h * scale)), max(side, round(w * scale)))
+    resized = resize(image[None], size)[0]
+    top, left = (size[0] - side) // 2, (size[1] - side) // 2
+    return resized[:, top : top + side, left : left + side]
+
+
+def random_resized_crop_box(
+    height: int, width: int, area: float, generator: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a crop with ``area`` x the photo's area, as torchvision's
+    ``RandomResizedCrop.get_params`` draws it (aspect ratio log-uniform in [3/4, 4/3], 10 tries,
+    then the central crop clamped to that ratio range), from a seeded NumPy generator."""
+    total = height * width
+    low, high = math.log(3 / 4), math.log(4 / 3)
+    for _ in range(10):
+        target = total * area
+        ratio = math.exp(generator.uniform(low, high))
+        w = round(math.sqrt(target * ratio))
+        h = round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(generator.integers(0, height - h + 1))
+            left = int(generator.integers(0, width - w + 1))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < 3 / 4:
+        w, h = width, round(width / (3 / 4))
+    elif in_ratio > 4 / 3:
+        h, w = height, round(height * (4 / 3))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
 def sample_generator(seed: int, index: int) -> np.random.Generator:
     """The generator for one sample: the same (seed, index) always draws the same numbers."""
     return np.random.default_rng([int(seed), int(index)])
@@ -70,15 +115,27 @@ def _check_scale(scale: float) -> None:
         raise ValueError(f"object scale must be in (0, 1], got {scale}")
 
 
+SWEEP_MEASURES = (
+    "accuracy", "top5_accuracy", "p_top1_change", "mac", "mad", "jaggedness_mean",
+    "jagged_fraction", "consistency",
+)  # fmt: skip
+PAIR_MEASURES = ("accuracy", "top5_accuracy", "p_top1_change", "consistency")
+SINGLE_MEASURES = ("accuracy", "top5_accuracy")
+
+
 @dataclass
 class Protocol(ABC):
-    """Base class. ``kind`` says which measures apply: ``sequence`` (ordered views: consecutive
-    pairs), ``pair`` (two views), ``single`` (one view: accuracy) or ``grid`` (worst-of-k)."""
+    """Base class. ``label`` renames the protocol's result key (presets use it, e.g.
+    ``table1_crop_s0.4``); ``measures`` and ``ordered`` say which measures and figures apply."""
 
     canvas: int = 224
     seed: int = 0
+    label: str | None = None
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = "sequence"
+    measures: ClassVar[tuple[str, ...]] = SWEEP_MEASURES
+    ordered: ClassVar[bool] = True
+    sweep: ClassVar[bool] = False
+    uses_original: ClassVar[bool] = False
     axis_label: ClassVar[str] = "view"
 
     def __post_init__(self) -> None:
@@ -97,21 +154,43 @@ class Protocol(ABC):
 
     @property
     def key(self) -> str:
-        """Name of this protocol variant in results (e.g. ``translate_inpaint``)."""
+        """Name of this protocol variant in results (e.g. ``translate_inpaint``): ``label`` if set."""
+        return self.label or self.default_key
+
+    @property
+    def default_key(self) -> str:
         return self.name
 
-    @abstractmethod
-    def make_views(self, images: Tensor, indices: Tensor) -> Tensor:
-        """[B, 3, H, W] -> [B, T, 3, canvas, canvas]; inputs already checked."""
+    def describe(self) -> str:
+        """One line with the parameters that decide the views (printed by ``evaluate.py``)."""
+        fields = {k: v for k, v in vars(self).items() if k not in ("label", "mean", "grid", "seed")}
+        return f"{self.key}: {self.num_views} views, " + ", ".join(
+            f"{k}={v}" for k, v in fields.items()
+        )
 
-    def __call__(self, images: Tensor, indices: Tensor | Sequence[int] | None = None) -> Tensor:
+    @abstractmethod
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
+        """[B, 3, H, W] (+ the original photos) -> [B, T, 3, canvas, canvas]; inputs checked."""
+
+    def __call__(
+        self,
+        images: Tensor,
+        indices: Tensor | Sequence[int] | None = None,
+        originals: Sequence[Tensor] | None = None,
+    ) -> Tensor:
         check_images(images)
         if indices is None:
             indices = torch.arange(len(images))
         indices = torch.as_tensor(indices).view(-1)
         if len(indices) != len(images):
             raise ValueError(f"{len(indices)} indices for {len(images)} images")
-        return self.make_views(images, indices)
+        if originals is None:
+            photos = list(images)
+        else:
+            if len(originals) != len(images):
+                raise ValueError(f"{len(originals)} original photos for {len(images)} images")
+            photos = [o.to(images.device, images.dtype) for o in originals]
+        return self.make_views(images, indices, photos)
 
 
 @dataclass
@@ -126,7 +205,7 @@ class _Filled(Protocol):
         check_fill(self.fill)
 
     @property
-    def key(self) -> str:
+    def default_key(self) -> str:
         return f"{self.name}_{self.fill}"
 
     def _compose(self, objects: Tensor, offsets: Tensor) -> Tensor:
@@ -140,19 +219,23 @@ class Translate(_Filled):
     (paper Fig. 1-2)."""
 
     scale: float = 0.75
-    max_shift: int = 16
+    max_shift: int | None = None
     step: int = 1
     direction: Direction = "vertical"
+    sweep: ClassVar[bool] = True
     name: ClassVar[str] = "translate"
+    measures: ClassVar[tuple[str, ...]] = (*SWEEP_MEASURES, "centred_accuracy")
     axis_label: ClassVar[str] = "shift (px)"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_scale(self.scale)
         _check_direction(self.direction)
+        free = (self.canvas - self.side) // 2
+        if self.max_shift is None:  # 16 px at 224 (the default sweep), scaled to the canvas
+            self.max_shift = max(1, min(round(self.canvas * 16 / 224), free))
         if self.step < 1 or self.max_shift < 1:
             raise ValueError("step and max_shift must be >= 1 px")
-        free = (self.canvas - self.side) // 2
         if self.max_shift > free:
             raise ValueError(
                 f"view range larger than the canvas: an object of {self.side} px in a "
@@ -172,7 +255,7 @@ class Translate(_Filled):
     def num_views(self) -> int:
         return len(self.positions)
 
-    def make_views(self, images: Tensor, indices: Tensor) -> Tensor:
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         objects = resize(images, self.side)
         centre = (self.canvas - self.side) // 2
         dy, dx = DIRECTIONS[self.direction]
@@ -186,18 +269,28 @@ class Translate(_Filled):
 
 @dataclass
 class Crop(Protocol):
-    """Windows of ``canvas`` px from the image resized to ``canvas + margin``, at offsets
-    0..steps-1 px along ``direction`` (paper appendix "crop" protocol; no fill needed)."""
+    """Windows of ``canvas`` px at offsets 0..steps-1 px along ``direction`` from one larger
+    picture of ``canvas + margin`` px cut from the original photo (paper appendix "crop"
+    protocol; the authors' Table 1 "Crop"; no fill needed).
+
+    ``area=None``: the photo's shorter side resized to ``canvas + margin``, centre crop.
+    ``area=s``: a crop of ``s`` x the photo's area at a seeded random place and aspect ratio
+    (torchvision's ``RandomResizedCrop(canvas + margin, scale=(s, s))``), resized to a square.
+    """
 
     margin: int = 10
     steps: int = 9
     direction: Direction = "diagonal"
+    area: float | None = None
     name: ClassVar[str] = "crop"
+    uses_original: ClassVar[bool] = True
     axis_label: ClassVar[str] = "crop offset (px)"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_direction(self.direction)
+        if self.area is not None and not 0 < self.area <= 1:
+            raise ValueError(f"crop area must be in (0, 1] of the photo, got {self.area}")
         if not 2 <= self.steps <= self.margin + 1:
             raise ValueError(
                 f"view range larger than the canvas: {self.steps} crop offsets need margin >= "
@@ -208,8 +301,25 @@ class Crop(Protocol):
     def num_views(self) -> int:
         return self.steps
 
-    def make_views(self, images: Tensor, indices: Tensor) -> Tensor:
-        larger = resize(images, self.canvas + self.margin)
+    @property
+    def default_key(self) -> str:
+        return self.name if self.area is None else f"{self.name}_a{self.area:g}"
+
+    def larger_pictures(self, indices: Tensor, originals: list[Tensor]) -> Tensor:
+        """[B, 3, canvas + margin, canvas + margin]: the pictures the windows are cut from."""
+        side = self.canvas + self.margin
+        if self.area is None:
+            return torch.stack([resize_cover(photo, side) for photo in originals])
+        pictures = []
+        for index, photo in zip(indices.tolist(), originals, strict=True):
+            top, left, h, w = random_resized_crop_box(
+                photo.shape[-2], photo.shape[-1], self.area, sample_generator(self.seed, index)
+            )
+            pictures.append(resize(photo[None, :, top : top + h, left : left + w], side)[0])
+        return torch.stack(pictures)
+
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
+        larger = self.larger_pictures(indices, originals)
         dy, dx = DIRECTIONS[self.direction]
         steps = torch.arange(self.steps, device=images.device)
         offsets = -torch.stack([dy * steps, dx * steps], dim=1)
@@ -226,6 +336,7 @@ class Scale(_Filled):
 
     min_scale: float = 0.55
     max_scale: float = 0.7
+    sweep: ClassVar[bool] = True
     name: ClassVar[str] = "scale"
     axis_label: ClassVar[str] = "object side (px)"
 
@@ -252,7 +363,7 @@ class Scale(_Filled):
     def num_views(self) -> int:
         return len(self.positions)
 
-    def make_views(self, images: Tensor, indices: Tensor) -> Tensor:
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         views = []
         for side in self.positions:  # one batched resize per size: T small ops
             top = (self.canvas - side) // 2
@@ -262,20 +373,89 @@ class Scale(_Filled):
 
 
 @dataclass
+class Embed(_Filled):
+    """The authors' Table 1 "Black" protocol: the whole original photo resized to a square of
+    ``int(canvas / zoom_out)`` px and pasted at diagonal (or ``direction``) offsets
+    ``-max_shift..max_shift`` around ``int((canvas - side - 1) / 2)``, the rest filled with the
+    data set's mean colour (zeros after normalisation). ``zoom_out`` > 1 is the paper's size s;
+    ``max_shift`` defaults to the authors' 4 px, or the largest shift that fits a small canvas."""
+
+    zoom_out: float = 1.3
+    max_shift: int | None = None
+    direction: Direction = "diagonal"
+    fill: str = "mean"
+    name: ClassVar[str] = "embed"
+    uses_original: ClassVar[bool] = True
+    axis_label: ClassVar[str] = "shift (px)"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_direction(self.direction)
+        if self.zoom_out < 1:
+            raise ValueError(
+                f"zoom_out must be >= 1 (the photo smaller than the canvas), got {self.zoom_out}"
+            )
+        if self.max_shift is None:  # the authors' 4 px, or the largest that fits the canvas
+            self.max_shift = max(1, min(4, self.centre, self.canvas - self.side - self.centre))
+        if self.max_shift < 1:
+            raise ValueError(f"max_shift must be >= 1 px, got {self.max_shift}")
+        if (
+            self.centre - self.max_shift < 0
+            or self.centre + self.max_shift + self.side > self.canvas
+        ):
+            raise ValueError(
+                f"view range larger than the canvas: a {self.side} px photo moved "
+                f"+-{self.max_shift} px does not fit a {self.canvas} px canvas; lower max_shift "
+                "or raise zoom_out"
+            )
+
+    @property
+    def default_key(self) -> str:
+        return f"{self.name}_{self.fill}_s{self.zoom_out:g}"
+
+    @property
+    def side(self) -> int:
+        return int(self.canvas / self.zoom_out)
+
+    @property
+    def centre(self) -> int:
+        return int((self.canvas - self.side - 1) / 2)
+
+    @property
+    def positions(self) -> list[float]:
+        return list(range(-self.max_shift, self.max_shift + 1))
+
+    @property
+    def num_views(self) -> int:
+        return 2 * self.max_shift + 1
+
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
+        objects = torch.stack([resize(photo[None], self.side)[0] for photo in originals])
+        dy, dx = DIRECTIONS[self.direction]
+        shifts = torch.tensor(self.positions, device=images.device)
+        offsets = torch.stack([self.centre + dy * shifts, self.centre + dx * shifts], dim=1)
+        b, t = len(images), self.num_views
+        repeated = objects[:, None].expand(-1, t, -1, -1, -1).reshape(b * t, *objects.shape[1:])
+        views = self._compose(repeated, offsets.repeat(b, 1))
+        return views.view(b, t, 3, self.canvas, self.canvas)
+
+
+@dataclass
 class RandomLocation(_Filled):
     """One view: the image resized to ``scale * canvas`` at a uniformly random (seeded) position
     (paper Sec. 5, Fig. 6)."""
 
     scale: float = 0.5
     name: ClassVar[str] = "random_location"
-    kind: ClassVar[str] = "single"
+    measures: ClassVar[tuple[str, ...]] = SINGLE_MEASURES
+    ordered: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_scale(self.scale)
 
     @property
-    def key(self) -> str:
+    def default_key(self) -> str:
         return f"{self.name}_{self.fill}_s{self.scale:g}"
 
     @property
@@ -294,20 +474,22 @@ class RandomLocation(_Filled):
         ]
         return torch.tensor(np.array(drawn), dtype=torch.long).view(-1, 2)
 
-    def make_views(self, images: Tensor, indices: Tensor) -> Tensor:
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         offsets = self.offsets(indices).to(images.device)
         return self._compose(resize(images, self.side), offsets)[:, None]
 
 
 @dataclass
 class PairShift(Protocol):
-    """Two ``canvas`` windows of the image resized to ``round(canvas * 256 / 224)`` at random
-    offsets in [0, max_offset)^2 each (Zhang 2019 "consistency"); ``max_offset`` defaults to the
-    margin (32 px at 224)."""
+    """Two ``canvas`` windows of the photo (shorter side resized to ``round(canvas * 256 / 224)``,
+    centre crop) at random offsets in [0, max_offset)^2 each (Zhang 2019 "consistency");
+    ``max_offset`` defaults to the margin (32 px at 224)."""
 
     max_offset: int | None = None
     name: ClassVar[str] = "pair_shift"
-    kind: ClassVar[str] = "pair"
+    measures: ClassVar[tuple[str, ...]] = PAIR_MEASURES
+    ordered: ClassVar[bool] = False
+    uses_original: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -326,8 +508,8 @@ class PairShift(Protocol):
     def num_views(self) -> int:
         return 2
 
-    def make_views(self, images: Tensor, indices: Tensor) -> Tensor:
-        larger = resize(images, self.base)
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
+        larger = torch.stack([resize_cover(photo, self.base) for photo in originals])
         drawn = [
             sample_generator(self.seed, i).integers(0, self.max_offset, size=(2, 2))
             for i in indices.tolist()
@@ -345,7 +527,8 @@ class Circular(Protocol):
 
     max_shift: int = 32
     name: ClassVar[str] = "circular"
-    kind: ClassVar[str] = "pair"
+    measures: ClassVar[tuple[str, ...]] = PAIR_MEASURES
+    ordered: ClassVar[bool] = False
 
     @property
     def num_views(self) -> int:
@@ -359,20 +542,23 @@ class Circular(Protocol):
         ]
         return torch.tensor(np.array(drawn), dtype=torch.long).view(-1, 2)
 
-    def make_views(self, images: Tensor, indices: Tensor) -> Tensor:
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         base = resize(images, self.canvas)
         rolled, _ = place(base, self.shifts(indices), self.canvas, mode="wrap")
         return torch.stack([base, rolled], dim=1)
 
 
 @dataclass
-class Sequence_(Protocol):
+class TranslationSequence(Protocol):
     """ImageNet-P style translation sequence: ``2 * max_shift + 1`` frames, each shifted 1 px
-    further along ``direction``, cut from the image resized to ``canvas + 2 * max_shift``."""
+    further along ``direction``, cut from the photo resized to cover ``canvas + 2 * max_shift``."""
 
     max_shift: int = 20
     direction: Direction = "horizontal"
+    sweep: ClassVar[bool] = True
     name: ClassVar[str] = "sequence"
+    measures: ClassVar[tuple[str, ...]] = (*SWEEP_MEASURES, "flip_rate", "top5_distance")
+    uses_original: ClassVar[bool] = True
     axis_label: ClassVar[str] = "shift (px)"
 
     def __post_init__(self) -> None:
@@ -389,8 +575,9 @@ class Sequence_(Protocol):
     def num_views(self) -> int:
         return 2 * self.max_shift + 1
 
-    def make_views(self, images: Tensor, indices: Tensor) -> Tensor:
-        larger = resize(images, self.canvas + 2 * self.max_shift)
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
+        side = self.canvas + 2 * self.max_shift
+        larger = torch.stack([resize_cover(photo, side) for photo in originals])
         dy, dx = DIRECTIONS[self.direction]
         moved = torch.tensor(self.positions, device=images.device, dtype=torch.long)
         # Content moved by s px is the centred window moved by -s; place() takes minus its corner.
@@ -413,7 +600,8 @@ class WorstOfK(_Filled):
     rotation_steps: int = 3
     fill: str = "black"
     name: ClassVar[str] = "worst_of_k"
-    kind: ClassVar[str] = "grid"
+    measures: ClassVar[tuple[str, ...]] = (*SINGLE_MEASURES, "worst_of_k_accuracy")
+    ordered: ClassVar[bool] = False
     grid: list[tuple[float, float, float]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -428,7 +616,7 @@ class WorstOfK(_Filled):
     def num_views(self) -> int:
         return len(self.grid)
 
-    def make_views(self, images: Tensor, indices: Tensor) -> Tensor:
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         base = resize(images, self.canvas)
         b, t, c = len(images), self.num_views, self.canvas
         thetas = []
@@ -442,31 +630,29 @@ class WorstOfK(_Filled):
         views = F.grid_sample(
             source, grid, mode="bilinear", padding_mode=padding, align_corners=False
         )
-        if self.fill in ("mean", "black", "inpaint"):
+        if self.fill != "edge":  # grid_sample's border padding is already the edge fill
             ones = torch.ones_like(source[:, :1])
             known = (
                 F.grid_sample(ones, grid, mode="nearest", padding_mode="zeros", align_corners=False)
                 > 0.5
             )
-            if self.fill == "inpaint":
-                views = inpaint(views * 255.0, known) / 255.0
-            elif self.fill == "mean":
-                colour = torch.tensor(self.mean, dtype=views.dtype, device=views.device).view(
-                    1, 3, 1, 1
-                )
-                views = torch.where(known, views, colour)
+            views = fill_unknown(views * known, known, self.fill, self.mean)
         return views.clamp(0, 1).view(b, t, 3, c, c)
 
 
 PROTOCOLS: dict[str, type[Protocol]] = {
     cls.name: cls
-    for cls in (Translate, Crop, Scale, RandomLocation, PairShift, Circular, Sequence_, WorstOfK)
-}
+    for cls in (
+        Translate, Crop, Scale, Embed, RandomLocation, PairShift, Circular, TranslationSequence,
+        WorstOfK,
+    )
+}  # fmt: skip
 
 
 def create_protocol(name: str, **kwargs: object) -> Protocol:
-    """Create a protocol by name (``translate``, ``crop``, ``scale``, ``random_location``,
-    ``pair_shift``, ``circular``, ``sequence``, ``worst_of_k``) with its parameters."""
+    """Create a protocol by name (``translate``, ``crop``, ``scale``, ``embed``,
+    ``random_location``, ``pair_shift``, ``circular``, ``sequence``, ``worst_of_k``) with its
+    parameters."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
     try:

@@ -1,0 +1,268 @@
+"""The measuring core: per protocol, the per-image value of every measure it declares.
+
+``evaluate.py`` (through ``InvarianceEvaluator``) and the training callback
+(``callbacks.InvarianceEvaluation``) both measure with ``ProtocolMeasures`` and ``measure_batch``,
+so a protocol gets the same measures under the same result keys everywhere
+(docs/design.md, "Data flow"). Every measure is a mean over images of a per-image value, which
+gives exact DDP results (the per-image values of all ranks are gathered) and bootstrap intervals
+over images (``lightning_inv.statistics``).
+
+>>> import torch
+>>> from lightning_inv.protocols import Translate
+>>> protocol = Translate(canvas=32, scale=0.5, max_shift=2)
+>>> measures = ProtocolMeasures(protocol)
+>>> logits = torch.zeros(2, protocol.num_views, 10); logits[..., 3] = 1.0
+>>> measures.update(logits, torch.tensor([3, 4]), torch.tensor([0, 1]))
+>>> result = ProtocolResult.from_states(protocol, measures.compute())
+>>> result.summary()["accuracy"], result.summary()["p_top1_change"]
+(0.5, 0.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from lightning_inv.engine import LayerResponses, view_logits
+from lightning_inv.metrics import functional as F
+from lightning_inv.metrics.nonshiftability import FeatureSums, nonshiftability_per_image
+from lightning_inv.protocols.views import Protocol
+from lightning_inv.statistics import RESAMPLES, bootstrap_interval
+
+PerImage = Callable[[Tensor, Tensor, Protocol], Tensor]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One measure: its per-image value ``per_image(logits [N, T, C], target [N], protocol) ->
+    [N]`` (the reported number is the mean over images), and its direction."""
+
+    name: str
+    per_image: PerImage
+    higher_is_better: bool
+    description: str
+
+
+def _centred_accuracy(logits: Tensor, target: Tensor, protocol: Protocol) -> Tensor:
+    zero = list(protocol.positions).index(0)
+    return F.view_accuracy_per_image(logits[:, zero : zero + 1], target)
+
+
+MEASURES: dict[str, Measure] = {
+    m.name: m
+    for m in (
+        Measure("accuracy", lambda x, y, p: F.view_accuracy_per_image(x, y, 1), True,
+                "top-1 accuracy over the views"),
+        Measure("top5_accuracy", lambda x, y, p: F.view_accuracy_per_image(x, y, 5), True,
+                "top-5 accuracy over the views"),
+        Measure("centred_accuracy", _centred_accuracy, True,
+                "top-1 accuracy of the unshifted view"),
+        Measure("p_top1_change", lambda x, y, p: F.top1_change_per_image(x), False,
+                "P(top-1 changes between consecutive views)"),
+        Measure("mac", lambda x, y, p: F.mean_absolute_change_per_image(x), False,
+                "mean |p_t[a_t] - p_t+1[a_t]|, a_t the top-1 of view t"),
+        Measure("mad", lambda x, y, p: F.mean_absolute_difference_per_image(x, y), False,
+                "mean |p_t[y] - p_t+1[y]| of the true class (paper Fig. 7)"),
+        Measure("jaggedness_mean", lambda x, y, p: F.jaggedness_counts(x, y).float(), False,
+                "true class entering/leaving the top-5 between consecutive views, per image"),
+        Measure("jagged_fraction", lambda x, y, p: (F.jaggedness_counts(x, y) > 0).float(), False,
+                "fraction of images with at least one such transition (paper: ~30%)"),
+        Measure("consistency", lambda x, y, p: F.consistency_per_image(x), True,
+                "fraction of view pairs with the same top-1"),
+        Measure("flip_rate", lambda x, y, p: F.flip_rates(x), False,
+                "ImageNet-P flip probability between consecutive frames"),
+        Measure("top5_distance", lambda x, y, p: F.top5_distances(x), False,
+                "ImageNet-P top-5 distance between consecutive frames"),
+        Measure("worst_of_k_accuracy", lambda x, y, p: F.worst_of_k_correct(x, y).float(), True,
+                "fraction of images correct in every view"),
+    )
+}  # fmt: skip
+
+
+def _state(name: str) -> str:
+    return f"value_{name}"
+
+
+class ProtocolMeasures(Metric):
+    """Per-image values of the measures that ``protocol.measures`` declares, plus (optionally)
+    the per-view true-class probability and top-1, and per-layer nonshiftability.
+
+    ``update(logits [N, T, C], target [N], indices [N], responses=None)``; ``compute()`` returns
+    the concatenated states (gathered over processes), which ``ProtocolResult.from_states``
+    sorts by data set index. States are lists of per-image tensors: memory grows by a few bytes
+    per image and measure (8 per view with ``keep_views``), never with the views' pixels.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        keep_views: bool = False,
+        layers: Sequence[str] = (),
+        threshold: float = 0.1,
+        relative_change: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        unknown = [m for m in protocol.measures if m not in MEASURES]
+        if unknown:
+            raise ValueError(f"{type(protocol).__name__} declares unknown measures {unknown}")
+        if layers and not protocol.ordered:
+            raise ValueError(f"nonshiftability needs ordered views; {protocol.key} has none")
+        self.protocol = protocol
+        self.keep_views = keep_views
+        self.layers = list(layers)
+        self.threshold = threshold
+        self.relative_change = relative_change
+        self.add_state("index", default=[], dist_reduce_fx="cat")
+        self.add_state("label", default=[], dist_reduce_fx="cat")
+        for name in protocol.measures:
+            self.add_state(_state(name), default=[], dist_reduce_fx="cat")
+        if keep_views:
+            self.add_state("p_true", default=[], dist_reduce_fx="cat")
+            self.add_state("top1", default=[], dist_reduce_fx="cat")
+        for position in range(len(self.layers)):
+            self.add_state(f"shift_{position}", default=[], dist_reduce_fx="cat")
+
+    def update(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        indices: Tensor,
+        responses: LayerResponses | None = None,
+    ) -> None:
+        if logits.shape[1] != self.protocol.num_views:
+            raise ValueError(
+                f"{self.protocol.key} makes {self.protocol.num_views} views; got {logits.shape[1]}"
+            )
+        indices = torch.as_tensor(indices, device=logits.device).view(-1)
+        self.index.append(indices.long())
+        self.label.append(target.long())
+        for name in self.protocol.measures:
+            value = MEASURES[name].per_image(logits, target, self.protocol)
+            getattr(self, _state(name)).append(value.double())
+        if self.keep_views:
+            self.p_true.append(F.true_class_probability(logits, target))
+            self.top1.append(logits.argmax(-1).int())
+        for position, layer in enumerate(self.layers):
+            if responses is None or layer not in responses:
+                raise ValueError(
+                    f"no feature record for layer {layer!r}: pass the probe's responses"
+                )
+            sums, peaks = responses[layer]
+            value = nonshiftability_per_image(sums, peaks, self.threshold, self.relative_change)
+            getattr(self, f"shift_{position}").append(value)
+
+    def compute(self) -> dict[str, Tensor]:
+        names = ["index", "label", *map(_state, self.protocol.measures)]
+        names += ["p_true", "top1"] if self.keep_views else []
+        names += [f"shift_{i}" for i in range(len(self.layers))]
+        out = {}
+        for name in names:
+            state = getattr(self, name)
+            if isinstance(state, list) and not state:
+                out[name] = torch.empty(0)
+            else:
+                out[name] = dim_zero_cat(state)
+        return out
+
+
+@dataclass
+class ProtocolResult:
+    """Per-image values of one protocol in data set order (after ``ProtocolMeasures.compute``).
+
+    ``values[measure]`` and ``nonshiftability[layer]`` are [N]; ``p_true`` and ``top1`` are
+    [N, T] when views were kept.
+    """
+
+    protocol: Protocol
+    indices: np.ndarray
+    labels: np.ndarray
+    values: dict[str, np.ndarray]
+    p_true: np.ndarray | None = None
+    top1: np.ndarray | None = None
+    nonshiftability: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def from_states(
+        cls, protocol: Protocol, states: dict[str, Tensor], layers: Sequence[str] = ()
+    ) -> ProtocolResult:
+        indices = states["index"].cpu().long().numpy()
+        order = np.argsort(indices, kind="stable")
+
+        def column(name: str) -> np.ndarray:
+            return states[name].cpu().numpy()[order]
+
+        return cls(
+            protocol=protocol,
+            indices=indices[order],
+            labels=column("label").astype(np.int64),
+            values={m: column(_state(m)).astype(np.float64) for m in protocol.measures},
+            p_true=column("p_true").astype(np.float32) if "p_true" in states else None,
+            top1=column("top1").astype(np.int32) if "top1" in states else None,
+            nonshiftability={
+                layer: column(f"shift_{i}").astype(np.float64) for i, layer in enumerate(layers)
+            },
+        )
+
+    @property
+    def num_images(self) -> int:
+        return len(self.indices)
+
+    def summary(
+        self, intervals: bool = False, resamples: int = RESAMPLES, seed: int = 0
+    ) -> dict[str, Any]:
+        """``{measure: mean, measure_ci95: [low, high], ..., nonshiftability: {layer: mean}}``."""
+        row: dict[str, Any] = {}
+        if not self.num_images:
+            return row
+        for name, values in self.values.items():
+            row[name] = float(values.mean())
+            if intervals:
+                row[f"{name}_ci95"] = list(bootstrap_interval(values, resamples, seed))
+        if self.nonshiftability:
+            steps = self.protocol.num_views - 1
+            row["nonshiftability"] = {k: float(v.mean()) for k, v in self.nonshiftability.items()}
+            row["nonshiftability_rate"] = {
+                k: float(v.mean()) / steps for k, v in self.nonshiftability.items()
+            }
+            if intervals:
+                row["nonshiftability_ci95"] = {
+                    k: list(bootstrap_interval(v, resamples, seed))
+                    for k, v in self.nonshiftability.items()
+                }
+        return row
+
+
+@torch.no_grad()
+def measure_batch(
+    model: Callable[[Tensor], Tensor],
+    protocols: Sequence[Protocol],
+    measures: Sequence[ProtocolMeasures],
+    images: Tensor,
+    labels: Tensor,
+    indices: Tensor,
+    originals: Sequence[Tensor] | None = None,
+    chunk_size: int = 256,
+    probe: FeatureSums | None = None,
+) -> dict[str, LayerResponses]:
+    """Push one batch through every protocol and update its measures; returns the probe's
+    feature records per protocol key (empty where the protocol has no probed layers)."""
+    responses: dict[str, LayerResponses] = {}
+    for protocol, measure in zip(protocols, measures, strict=True):
+        use_probe = probe if measure.layers else None
+        logits, recorded = view_logits(
+            model, protocol, images, indices, chunk_size, use_probe, originals
+        )
+        measure.update(logits, labels, indices.to(labels.device), recorded)
+        responses[protocol.key] = recorded
+    return responses

@@ -1,0 +1,217 @@
+"""Named experiments: the protocols of a paper's table or figure with its authors' parameters.
+
+``evaluate.py --experiment NAME`` runs a preset; ``paper`` runs all of them. Each preset names
+its source, and its protocols carry result keys that start with the preset name
+(``table1_crop_s0.4``). Where a paper does not state a parameter, the value chosen here is said
+in ``description`` and in docs/design.md ("Presets").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lightning_inv.protocols.views import (
+    Circular,
+    Crop,
+    Embed,
+    PairShift,
+    Protocol,
+    RandomLocation,
+    Scale,
+    Translate,
+    TranslationSequence,
+)
+
+
+@dataclass(frozen=True)
+class PresetContext:
+    """What a preset may adapt to: the model's canvas and mean colour, the seed, the fill of the
+    random-location sets (``inpaint`` for photos, ``black`` suits digits) and the object scale of
+    the fig2 sweep (the paper states none: 0.75, or where a checkpoint was trained)."""
+
+    canvas: int
+    mean: tuple[float, ...]
+    seed: int = 0
+    location_fill: str = "inpaint"
+    object_scale: float = 0.75
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named bundle of protocols; ``probe``: record nonshiftability on every convolution of
+    its ordered protocols (Fig. 10)."""
+
+    name: str
+    source: str
+    description: str
+    build: Callable[[PresetContext], list[Protocol]]
+    probe: bool = False
+
+
+def table1_sizes() -> list[float]:
+    """The authors' sizes s = 0.1, 0.4, ..., 1.9 (``np.arange(0.1, 2.1, 0.3)``)."""
+    return [round(float(s), 1) for s in np.arange(0.1, 2.1, 0.3)]
+
+
+def _table1(c: PresetContext) -> list[Protocol]:
+    protocols: list[Protocol] = []
+    for s in table1_sizes():
+        if s <= 1:
+            protocols.append(
+                Crop(canvas=c.canvas, seed=c.seed, area=s, margin=10, steps=9,
+                     direction="diagonal", label=f"table1_crop_s{s:g}")
+            )  # fmt: skip
+        else:
+            protocols.append(
+                Embed(canvas=c.canvas, seed=c.seed, zoom_out=s, fill="mean",
+                      mean=c.mean, direction="diagonal", label=f"table1_black_s{s:g}")
+            )  # fmt: skip
+    return protocols
+
+
+def _fig2(c: PresetContext) -> list[Protocol]:
+    return [
+        Translate(canvas=c.canvas, seed=c.seed, scale=c.object_scale, fill="inpaint", mean=c.mean,
+                  direction="vertical", label="fig2_translate_inpaint")
+    ]  # fmt: skip
+
+
+def fig6_scales() -> list[float]:
+    """Object scales 0.3, 0.4, ..., 1.0 (1.0: the photo fills the canvas, the reference)."""
+    return [round(0.3 + 0.1 * i, 1) for i in range(8)]
+
+
+def _fig6(c: PresetContext) -> list[Protocol]:
+    return [
+        RandomLocation(canvas=c.canvas, seed=c.seed, scale=s, fill=c.location_fill, mean=c.mean,
+                       label=f"fig6_random_location_s{s:g}")
+        for s in fig6_scales()
+    ]  # fmt: skip
+
+
+def _fig9(c: PresetContext) -> list[Protocol]:
+    return [
+        Scale(canvas=c.canvas, seed=c.seed, min_scale=0.55, max_scale=0.7, fill="inpaint",
+              mean=c.mean, label="fig9_scale_inpaint")
+    ]  # fmt: skip
+
+
+def _zhang2019(c: PresetContext) -> list[Protocol]:
+    return [PairShift(canvas=c.canvas, seed=c.seed, label="zhang2019_pair_shift")]
+
+
+def _aps2021(c: PresetContext) -> list[Protocol]:
+    return [
+        Circular(canvas=c.canvas, seed=c.seed, max_shift=round(c.canvas * 32 / 224),
+                 label="aps2021_circular")
+    ]  # fmt: skip
+
+
+def _imagenet_p(c: PresetContext) -> list[Protocol]:
+    return [
+        TranslationSequence(canvas=c.canvas, seed=c.seed, max_shift=20, direction="horizontal",
+                            label="imagenet_p_translate")
+    ]  # fmt: skip
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "table1",
+            "Azulay & Weiss, JMLR 2019, Table 1 and the size plot; the authors' script "
+            "CheckTranslationInvariance.py (github.com/AzulEye/CNN-Failures)",
+            "sizes s = 0.1..1.9: s <= 1 'Crop' (a crop of area s of the original photo resized "
+            "to canvas + 10 px, 9 windows at diagonal offsets 0..8); s > 1 'Black' (the photo "
+            "resized to int(canvas / s) px on the mean colour, diagonal offsets -4..+4): "
+            "P(top-1 change), MAC, accuracy over 8 one-pixel pairs",
+            _table1,
+        ),
+        Preset(
+            "fig2",
+            "Azulay & Weiss 2019, Fig. 1 (top) and Fig. 2; jaggedness Sec. 2, MAD Fig. 7",
+            "vertical translation of the photo at 0.75 of the canvas (or a checkpoint's training "
+            "scale), shifts of +-16 px at 224 (scaled to the canvas; the paper states neither), "
+            "inpainted background",
+            _fig2,
+        ),
+        Preset(
+            "fig6",
+            "Azulay & Weiss 2019, Sec. 5 and Fig. 6",
+            "one view per photo at a seeded random location, object scales 0.3..1.0, inpainted "
+            "background (1.0 = the photo fills the canvas)",
+            _fig6,
+        ),
+        Preset(
+            "fig9",
+            "Azulay & Weiss 2019, Fig. 1 (middle) and Fig. 9",
+            "the photo at the centre growing 1 px per view from 0.55 to 0.70 of the canvas, "
+            "inpainted background",
+            _fig9,
+        ),
+        Preset(
+            "fig10",
+            "Azulay & Weiss 2019, Sec. 3 and Fig. 10",
+            "nonshiftability of every convolution layer on the fig2 sweep: per image, the "
+            "number of >20% jumps of a feature map's global sum per counted feature map",
+            _fig2,
+            probe=True,
+        ),
+        Preset(
+            "zhang2019",
+            "Zhang, 'Making convolutional networks shift-invariant again', ICML 2019 "
+            "(consistency as antialiased-cnns measures it)",
+            "two canvas-sized windows at random offsets in [0, 32)^2 of a 256 px centre crop "
+            "(at 224; scaled to the canvas): consistency of the top-1",
+            _zhang2019,
+        ),
+        Preset(
+            "aps2021",
+            "Chaman & Dokmanic, 'Truly shift-invariant convolutional neural networks', CVPR 2021",
+            "the prepared image and its circular shift by a random (dy, dx) in [-32, 32) px "
+            "(at 224): consistency of the top-1",
+            _aps2021,
+        ),
+        Preset(
+            "imagenet_p",
+            "Hendrycks & Dietterich, ICLR 2019, ImageNet-P 'translate'",
+            "41 frames, each 1 px further to the right: flip rate and top-5 distance",
+            _imagenet_p,
+        ),
+    )
+}
+PAPER = "paper"  # every preset
+DEFAULT_EXPERIMENTS = ("table1", "fig2", "fig6", "fig10")
+
+
+def expand_experiments(names: Sequence[str]) -> list[str]:
+    """``paper`` -> every preset; unknown names are refused with the list of known ones."""
+    expanded: list[str] = []
+    for name in names:
+        if name == PAPER:
+            expanded += list(PRESETS)
+        elif name in PRESETS:
+            expanded.append(name)
+        else:
+            raise ValueError(
+                f"unknown experiment {name!r}; choose from {', '.join([*PRESETS, PAPER])}"
+            )
+    return list(dict.fromkeys(expanded))
+
+
+def build_experiments(
+    names: Sequence[str], context: PresetContext
+) -> tuple[list[Protocol], set[str]]:
+    """The protocols of the named presets (each key once) and the keys to probe for Fig. 10."""
+    protocols: dict[str, Protocol] = {}
+    probed: set[str] = set()
+    for name in expand_experiments(names):
+        preset = PRESETS[name]
+        for protocol in preset.build(context):
+            protocols.setdefault(protocol.key, protocol)
+            if preset.probe and protocol.ordered:
+                probed.add(protocol.key)
+    return list(protocols.values()), probed

@@ -1,0 +1,65 @@
+"""How sure is a number: percentile bootstrap intervals over images, and paired differences.
+
+Every measure of this package is a mean over images of a per-image value (docs/design.md,
+"Intervals"), so its uncertainty from the choice of images is estimated by resampling images
+with replacement (views of one image stay together). Resample indices depend only on the seed
+and the number of images, so every measure and every model measured on the same images share
+them, and one or two processes give the same interval (per-image values are sorted by data set
+index before they get here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RESAMPLES = 1000
+LEVEL = 0.95
+
+
+def resample_indices(num_images: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """[resamples, num_images] image indices drawn with replacement (seeded)."""
+    if num_images < 1:
+        raise ValueError("a bootstrap needs at least one image")
+    return np.random.default_rng(seed).integers(0, num_images, size=(resamples, num_images))
+
+
+def bootstrap_interval(
+    values: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` [N] (one value per image).
+
+    >>> bootstrap_interval(np.full(10, 0.25))
+    (0.25, 0.25)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"values must be one per image [N]; got shape {values.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    means = values[resample_indices(len(values), resamples, seed)].mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def paired_difference(
+    first: np.ndarray,
+    second: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, float | list[float]]:
+    """Mean of ``first - second`` (the same images, in the same order) with its bootstrap interval.
+
+    Returns ``{"difference": d, "ci95": [low, high]}``; an interval that excludes 0 says the two
+    differ on this kind of image at that level.
+    """
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    if first.shape != second.shape:
+        raise ValueError(f"paired values need the same images: {first.shape} vs {second.shape}")
+    difference = first - second
+    low, high = bootstrap_interval(difference, resamples, seed, level)
+    return {"difference": float(difference.mean()), "ci95": [low, high]}
