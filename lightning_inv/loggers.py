@@ -86,6 +86,53 @@ def create_logger(kind: str, save_dir: Path, name: str, config: Mapping[str, Any
     raise ValueError(f"unknown logger {kind!r}; choose one of {', '.join(LOGGER_CHOICES)}")
 
 
+def model_summary(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """One model's ``{protocol: {measure: value}}`` -> ``{"protocol/measure": value}`` (finite
+    numbers; nonshiftability as ``protocol/nonshiftability/<layer>``; intervals as
+    ``protocol/measure_ci95_low`` / ``_high``)."""
+    flat: dict[str, float] = {}
+    for key, row in rows.items():
+        for metric, value in row.items():
+            if isinstance(value, Mapping):
+                for layer, v in value.items():
+                    if isinstance(v, int | float):
+                        flat[f"{key}/{metric}/{layer}"] = float(v)
+            elif isinstance(value, list | tuple) and len(value) == 2 and metric.endswith("_ci95"):
+                flat[f"{key}/{metric}_low"], flat[f"{key}/{metric}_high"] = map(float, value)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                flat[f"{key}/{metric}"] = float(value)
+    return {k: v for k, v in flat.items() if math.isfinite(v)}
+
+
+def log_evaluation_to_wandb(
+    save_dir: Path,
+    group: str,
+    results: Mapping[str, Mapping[str, Any]],
+    configs: Mapping[str, Mapping[str, Any]],
+    per_image_rows: list[list[Any]],
+    figures: Mapping[str, Path],
+) -> None:
+    """An evaluation as a W&B *group* with one run per model: run name = the model spec, config =
+    ``configs[model]``, summary = every measure under ``PROTOCOL/MEASURE``, the model's per-image
+    table, and the figures. W&B's runs table, bar charts and filters then compare models. A
+    failure is a warning (the files are already written)."""
+    for model, rows in results.items():
+        try:
+            logger = AutoWandbLogger(save_dir=str(save_dir), name=model, group=group,
+                                     config=dict(configs.get(model, {})))  # fmt: skip
+            summary = model_summary(rows)
+            logger.log_metrics(summary)
+            logger.experiment.summary.update(summary)
+            mine = [row for row in per_image_rows if row[2] == model]
+            logger.log_table("per_image", columns=PER_IMAGE_COLUMNS, data=mine)
+            for name, path in figures.items():
+                logger.log_image(f"figures/{name}", images=[str(path)])
+            logger.finalize("success")
+            finish_wandb()
+        except Exception as err:  # a logging backend must never cost the results (on disk)
+            warnings.warn(f"logging {model} to W&B failed: {err}", stacklevel=2)
+
+
 def flat_results(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     """``{model: {protocol: {metric: value}}}`` -> ``{"protocol/metric/model": value}``.
 

@@ -196,19 +196,25 @@ class ProtocolResult:
     def from_states(
         cls, protocol: Protocol, states: dict[str, Tensor], layers: Sequence[str] = ()
     ) -> ProtocolResult:
-        indices = states["index"].cpu().long().numpy()
+        # torchmetrics squeezes one-element outputs to 0-d: restore [N] and [N, T].
+        indices = states["index"].cpu().long().numpy().reshape(-1)
         order = np.argsort(indices, kind="stable")
 
+        width = {"p_true": protocol.num_views, "top1": protocol.num_views}
+
         def column(name: str) -> np.ndarray:
-            return states[name].cpu().numpy()[order]
+            return states[name].cpu().numpy().reshape(len(indices))[order]
+
+        def views(name: str) -> np.ndarray:
+            return states[name].cpu().numpy().reshape(len(indices), width[name])[order]
 
         return cls(
             protocol=protocol,
             indices=indices[order],
             labels=column("label").astype(np.int64),
             values={m: column(_state(m)).astype(np.float64) for m in protocol.measures},
-            p_true=column("p_true").astype(np.float32) if "p_true" in states else None,
-            top1=column("top1").astype(np.int32) if "top1" in states else None,
+            p_true=views("p_true").astype(np.float32) if "p_true" in states else None,
+            top1=views("top1").astype(np.int32) if "top1" in states else None,
             nonshiftability={
                 layer: column(f"shift_{i}").astype(np.float64) for i, layer in enumerate(layers)
             },

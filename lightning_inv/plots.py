@@ -1,15 +1,16 @@
-"""The paper's figures, drawn from evaluation results (matplotlib, no display needed).
+"""The one drawing module: every figure of the package (matplotlib, no display needed).
 
-Each ``plot_*`` function takes plain data (the shapes ``InvarianceEvaluator`` keeps) and returns
-a ``matplotlib.figure.Figure``; ``save`` writes it as PNG and closes it. Figure numbers refer to
-Azulay & Weiss (2019).
+Each ``plot_*`` function takes plain data (per-image arrays, result rows, box geometry) and
+returns a ``matplotlib.figure.Figure``; ``save`` writes it as PNG and closes it. Figure numbers
+refer to Azulay & Weiss (2019). ``lightning_inv.figures`` decides which apply to an evaluation;
+the training callback (``callbacks.InvarianceFigures``) and the bias command call them too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -19,8 +20,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from lightning_inv.protocols.views import Protocol
+
+if TYPE_CHECKING:
+    from lightning_inv.bias.analysis import BoxGeometry, CategoryBias
 
 Rows = np.ndarray | Sequence[Mapping[str, Any]]  # P(true class) [N, T], or rows with "p_true"
 
@@ -322,5 +327,49 @@ def plot_table1(
     axes[0].set_title(
         "Table 1 protocols: one-pixel diagonal shifts (Azulay & Weiss, JMLR)", fontsize=10
     )
+    figure.tight_layout()
+    return figure
+
+
+def plot_fig5_category(geometry: BoxGeometry, synset: str, title: str = "") -> Figure:
+    """Fig. 5 (photographer's bias): scatter of normalised box centres in the image frame, and histograms of normalised sizes."""
+    figure, (centres, sizes) = plt.subplots(1, 2, figsize=(9, 4))
+    centres.add_patch(Rectangle((0, 0), 1, 1, fill=False, color="0.5"))
+    centres.scatter(geometry.cx, geometry.cy, s=6, alpha=0.5)
+    centres.set_xlim(-0.02, 1.02)
+    centres.set_ylim(1.02, -0.02)  # image coordinates: y down
+    centres.set_aspect("equal")
+    centres.set_xlabel("box centre x / image width")
+    centres.set_ylabel("box centre y / image height")
+    centres.set_title(f"{synset}: {len(geometry.cx)} box centres", fontsize=10)
+    bins = np.linspace(0, 1, 21)
+    sizes.hist(geometry.width, bins=bins, alpha=0.6, label="width / image width")
+    sizes.hist(geometry.height, bins=bins, alpha=0.6, label="height / image height")
+    sizes.axhline(len(geometry.width) / 20, color="k", ls="--", lw=1, label="uniform (null)")
+    sizes.set_xlabel("normalised box side")
+    sizes.set_ylabel("boxes")
+    sizes.legend(fontsize=8)
+    sizes.set_title("box sizes", fontsize=10)
+    figure.suptitle(title or f"Photographer's bias in {synset} (paper Fig. 5)")
+    figure.tight_layout()
+    return figure
+
+
+def plot_fig5_pvalues(categories: Sequence[CategoryBias], alpha: float) -> Figure:
+    """Fig. 5 over categories: histograms of log10 KS p-values over categories, for location and size, with ``alpha``."""
+    figure, axis = plt.subplots(figsize=(6, 3.8))
+    floor = 1e-300  # p-values that underflow to 0 are drawn at the floor
+    for label, values in (
+        ("location (min of x, y)", [c.location_pvalue() for c in categories]),
+        ("size (min of width, height)", [c.size_pvalue() for c in categories]),
+    ):
+        finite = np.asarray([v for v in values if np.isfinite(v)])
+        if len(finite):
+            axis.hist(np.log10(np.maximum(finite, floor)), bins=30, alpha=0.6, label=label)
+    axis.axvline(np.log10(alpha), color="k", ls="--", lw=1, label=f"p = {alpha:g}")
+    axis.set_xlabel("log10 KS p-value (uniform null)")
+    axis.set_ylabel("categories")
+    axis.legend(fontsize=8)
+    axis.set_title(f"Uniformity tests over {len(categories)} categories", fontsize=10)
     figure.tight_layout()
     return figure

@@ -1,4 +1,4 @@
-"""Architectural surgery that makes subsampling respect the sampling theorem (DESIGN.md section 4).
+"""Architectural surgery that makes subsampling respect the sampling theorem (docs/design.md, "Backbones").
 
 - ``avgpool``: Azulay & Weiss (2019), Sec. 3: every 2x2 max pool of VGG16 becomes a 6x6 average
   pool, stride 2, padding 2. Generalised here to any max pool with stride > 1: the window grows by

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -178,3 +179,77 @@ def test_feature_sum_curves_are_kept_for_a_bounded_number_of_images():
     assert result.num_images == 9 and result.p_true.shape == (9, 5)  # measures see every image
     assert list(result.indices) == sorted(data.indices)  # data set order, not batch order
     assert evaluator.results["translate_black"]["num_images"] == 9
+
+
+TINY = ["--models", "resnet10t", "resnet10t:blurpool", "--no-pretrained", "--num-classes", "10",
+        "--data", "digits", "--image-size", "32", "--num-images", "6", "--accelerator", "cpu",
+        "--devices", "1", "--logger", "none", "--no-figures", "--resamples", "200"]  # fmt: skip
+
+
+def test_default_experiments_fit_a_small_canvas_with_intervals_and_paired_differences(
+    tmp_path, capsys
+):
+    """In process (evaluate.main): the paper presets on a 32 px canvas, where today's fixed
+    +-16 px sweep failed ("view range larger than the canvas")."""
+    import evaluate
+
+    torch.manual_seed(0)
+    assert evaluate.main([*TINY, "--output", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["complete"] is True
+    rows = saved["models"]["resnet10t"]
+    assert {"table1_crop_s0.1", "table1_black_s1.9", "fig2_translate_inpaint",
+            "fig6_random_location_s0.3", "fig6_random_location_s1"} <= set(rows)  # fmt: skip
+    sweep = rows["fig2_translate_inpaint"]
+    assert sweep["num_views"] == 5  # +-2 px: 16 px at 224 scaled to 32 px
+    low, high = sweep["p_top1_change_ci95"]
+    assert low <= sweep["p_top1_change"] <= high
+    assert len(sweep["nonshiftability"]) == sum(  # fig10: every convolution of resnet10t
+        isinstance(m, torch.nn.Conv2d)
+        for m in InvarianceClassifier("resnet10t", pretrained=False).model.modules()
+    )
+    difference = saved["comparisons"]["resnet10t - resnet10t:blurpool"]["fig2_translate_inpaint"]
+    expected = np.mean(_measures(tmp_path, "resnet10t") - _measures(tmp_path, "resnet10t:blurpool"))
+    assert difference["accuracy"]["difference"] == pytest.approx(expected, abs=1e-6)
+    out = capsys.readouterr().out
+    assert "fig2_translate_inpaint: 5 views" in out and "resnet10t - resnet10t:blurpool" in out
+
+
+def _measures(folder, model, protocol="fig2_translate_inpaint", measure="accuracy"):
+    with (folder / "per_image_measures.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle)
+                if (r["model"], r["protocol"], r["measure"]) == (model, protocol, measure)]  # fmt: skip
+    return np.array([float(r["value"]) for r in rows])
+
+
+def test_print_config_then_config_gives_the_same_results(tmp_path, capsys):
+    import evaluate
+
+    flags = [*TINY[:1], "resnet10t", *TINY[3:], "--protocols", "translate_black", "crop",
+             "--direction", "horizontal", "--seed", "3"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        evaluate.main([*flags, "--print_config"])
+    config = tmp_path / "e.yaml"
+    config.write_text(capsys.readouterr().out)
+    assert "direction: horizontal" in config.read_text()
+    assert evaluate.main([*flags, "--output", str(tmp_path / "flags")]) == 0
+    assert evaluate.main(["--config", str(config), "--output", str(tmp_path / "yaml")]) == 0
+    first, second = (json.loads((tmp_path / d / "results.json").read_text())["models"]
+                     for d in ("flags", "yaml"))  # fmt: skip
+    assert first == second and set(first["resnet10t"]) == {"translate_black", "crop"}
+
+
+def test_a_train_checkpoint_is_evaluated_at_its_training_placement(tmp_path, capsys):
+    import evaluate
+
+    model = InvarianceClassifier("resnet10t", pretrained=False, num_classes=10, image_size=48)
+    checkpoint = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.model.state_dict().items()},
+                "hyper_parameters": dict(model.hparams),
+                "datamodule_hyper_parameters": {"placement_canvas": 48,
+                                                "placement_object_scale": 0.5}}, checkpoint)  # fmt: skip
+    args = ["--models", str(checkpoint), "--data", "digits", "--num-images", "3",
+            "--experiment", "fig2", "--no-nonshiftability", *TINY[-7:], "--output", str(tmp_path / "out")]  # fmt: skip
+    assert evaluate.main(args) == 0
+    out = capsys.readouterr().out
+    assert "canvas 48 px, object scale 0.5" in out and "scale=0.5" in out

@@ -1,4 +1,4 @@
-"""The paper's inpainting against a plain NumPy/SciPy rendering of DESIGN.md's definition."""
+"""The paper's inpainting against a plain NumPy/SciPy rendering of the definition in docs/design.md."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from lightning_inv.protocols import binomial_kernel, inpaint
 
 
 def reference_inpaint(image: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """DESIGN.md section 2, literally: 12-tap binomial, scipy 'same' alignment, explicit mask."""
+    """docs/design.md, "Inpainting", literally: 12-tap binomial, scipy 'same' alignment, explicit mask."""
     taps = np.array([1, 11, 55, 165, 330, 462, 462, 330, 165, 55, 11, 1], dtype=float) / 2**11
     kernel = np.outer(taps, taps)
     out, mask = image * known, known.astype(float)

@@ -26,11 +26,10 @@ from pathlib import Path
 
 from lightning_inv.bias.analysis import BoxGeometry, analyse_categories, group_by_synset, summarize
 from lightning_inv.bias.annotations import read_boxes
-from lightning_inv.bias.figures import plot_category, plot_pvalues
 from lightning_inv.bias.synthetic import write_example
 from lightning_inv.loggers import LOGGER_CHOICES, create_logger, finish_wandb
 from lightning_inv.outputs import default_run_folder, overwrite_refusal
-from lightning_inv.plots import save
+from lightning_inv.plots import plot_fig5_category, plot_fig5_pvalues, save
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     figures = {}
     if chosen in groups:
         figures["fig5_category"] = save(
-            plot_category(BoxGeometry.of(groups[chosen]), chosen), output / "fig5_category.png"
+            plot_fig5_category(BoxGeometry.of(groups[chosen]), chosen), output / "fig5_category.png"
         )
     else:
         print(f"warning: no boxes of category {chosen!r}; Fig. 5 scatter skipped", file=sys.stderr)
     figures["fig5_pvalues"] = save(
-        plot_pvalues(categories, args.alpha), output / "fig5_pvalues.png"
+        plot_fig5_pvalues(categories, args.alpha), output / "fig5_pvalues.png"
     )
 
     print(

@@ -53,6 +53,7 @@ def build_eval_dataset(
     num_images: int | None = None,
     seed: int = 0,
     keep_original: bool = False,
+    crop_mode: str | None = None,
 ) -> Dataset:
     """Evaluation images as [3, size, size] in [0, 1] with labels and indices (and the original
     photos with ``keep_original``).
@@ -62,7 +63,8 @@ def build_eval_dataset(
     ``digits``: scikit-learn's test digits, cropped tight to ``size`` px (10 classes); the
     protocols place them (``Translate(scale=0.5)`` puts one where ``DigitsDataModule`` trains it).
     """
-    photos = {"crop_pct": crop_pct, "interpolation": interpolation, "keep_original": keep_original}
+    photos = {"crop_pct": crop_pct, "interpolation": interpolation,
+              "keep_original": keep_original, "crop_mode": crop_mode}  # fmt: skip
     if name == "sample":
         dataset: Dataset = LabelledImageDataset(sample_items(), size, **photos)
     elif name == "imagenet_val":

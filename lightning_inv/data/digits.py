@@ -1,7 +1,7 @@
 """scikit-learn's handwritten digits (1,797 real 8x8 scans) centred on a larger canvas.
 
 Every training digit sits at the same place and size: an extreme photographer's bias
-(DESIGN.md section 5). Test views move and rescale them with the transformation engine.
+(docs/design.md, "Data"). Test views move and rescale them with the transformation engine.
 """
 
 from __future__ import annotations

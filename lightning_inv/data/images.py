@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo
+from timm.data.transforms_factory import transforms_imagenet_eval
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -63,18 +64,18 @@ class LabelledImage:
 
 
 def eval_transform(
-    size: int, crop_pct: float = 0.875, interpolation: str = "bicubic"
+    size: int,
+    crop_pct: float = 0.875,
+    interpolation: str = "bicubic",
+    crop_mode: str | None = None,
 ) -> v2.Compose:
-    """PIL image -> float tensor [3, size, size] in [0, 1]: resize shorter side, centre crop."""
-    mode = v2.InterpolationMode(interpolation)
-    return v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.Resize(round(size / crop_pct), interpolation=mode, antialias=True),
-            v2.CenterCrop(size),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
+    """PIL image -> float tensor [3, size, size] in [0, 1]: timm's own eval resize and crop
+    (``transforms_imagenet_eval``: shorter side to ``floor(size / crop_pct)``, ``crop_mode``),
+    without its normalisation (the model normalises)."""
+    timm_eval = transforms_imagenet_eval(
+        size, crop_pct=crop_pct, crop_mode=crop_mode, interpolation=interpolation, normalize=False
     )
+    return v2.Compose([timm_eval, v2.ToDtype(torch.float32, scale=True)])
 
 
 class LabelledImageDataset(Dataset):
@@ -87,9 +88,10 @@ class LabelledImageDataset(Dataset):
         crop_pct: float = 0.875,
         interpolation: str = "bicubic",
         keep_original: bool = False,
+        crop_mode: str | None = None,
     ) -> None:
         self.items = list(items)
-        self.transform = eval_transform(size, crop_pct, interpolation)
+        self.transform = eval_transform(size, crop_pct, interpolation, crop_mode)
         self.keep_original = keep_original
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""Functional core of the invariance measures (DESIGN.md section 3).
+"""Functional core of the invariance measures (docs/design.md, "Measures").
 
 Inputs: ``logits`` [N, T, C] for N images with T views each (views in protocol order), ``target``
 [N] class indices. ``p = softmax(logits)``; consecutive pairs are (t, t+1), t = 0..T-2.

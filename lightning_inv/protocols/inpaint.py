@@ -1,4 +1,4 @@
-"""The paper's "simple inpainting procedure": iterated normalised convolution (DESIGN.md section 2).
+"""The paper's "simple inpainting procedure": iterated normalised convolution (docs/design.md, "Inpainting").
 
 Azulay & Weiss filled the frame around an embedded image by repeatedly averaging known pixels with
 a 12-tap binomial kernel. Their NumPy loop decided "known" by R+G+B != 0, which re-fills truly black
