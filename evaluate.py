@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
+import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -38,12 +41,13 @@ from jsonargparse import (
     Namespace,
 )
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from torch.utils.data import Dataset, Subset
 
 from lightning_inv.backbones import OFFLINE_WEIGHTS, BackboneError, checkpoint_placement
 from lightning_inv.data.datamodules import EVAL_DATASETS, EvalDataModule, build_eval_dataset
-from lightning_inv.data.images import imagefolder_items
+from lightning_inv.data.images import LABEL_MODES, LabelMappingError, imagefolder_items
 from lightning_inv.data.samples import imagenet_description
-from lightning_inv.evaluation import InvarianceEvaluator
+from lightning_inv.evaluation import Interrupted, InvarianceEvaluator
 from lightning_inv.figures import ModelRun, write_figures
 from lightning_inv.loggers import (
     LOGGER_CHOICES,
@@ -54,7 +58,20 @@ from lightning_inv.loggers import (
 )
 from lightning_inv.measure import ProtocolResult
 from lightning_inv.module import InvarianceClassifier
-from lightning_inv.outputs import default_run_folder, overwrite_refusal, write_json_atomically
+from lightning_inv.outputs import (
+    default_run_folder,
+    load_model_results,
+    overwrite_refusal,
+    save_model_results,
+    write_json_atomically,
+)
+from lightning_inv.preflight import (
+    check_head,
+    check_output,
+    check_runtime,
+    data_labels,
+    resolve_model,
+)
 from lightning_inv.presets import (
     DEFAULT_EXPERIMENTS,
     PAPER,
@@ -116,6 +133,14 @@ def build_parser() -> ArgumentParser:
     )
     add("--data-root", type=Path | None, default=None, help="root of <root>/<synset>/<images>")
     add("--num-images", type=int | None, default=None, help="seeded random subset of the data")
+    add(
+        "--labels",
+        choices=LABEL_MODES,
+        default="auto",
+        help="imagefolder labels: imagenet (synset folders -> the 1000 ImageNet classes), folders "
+        "(sorted folder order, for a model trained on these folders) or auto (imagenet when every "
+        "folder is a synset, folders when none is; a mix is refused)",
+    )
     add(
         "--experiment",
         nargs="+",
@@ -204,6 +229,19 @@ def build_parser() -> ArgumentParser:
         action=ActionYesNo(no_prefix="no-"),
         default=True,
         help="draw the paper's figures as PNG under OUTPUT/figures",
+    )
+    add(
+        "--resume",
+        type=Path | None,
+        default=None,
+        help="continue the interrupted run in this folder with its own config.yaml: finished "
+        "models are kept, the model in progress restarts from its last saved batch",
+    )
+    add(
+        "--save-every",
+        type=int,
+        default=25,
+        help="save the measures of the model in progress every N batches (for --resume)",
     )
     add("--overwrite", action=ActionYesNo(no_prefix="no-"), default=False,
         help="allow writing into an existing --output")  # fmt: skip
@@ -440,107 +478,292 @@ def run_config(
     }  # fmt: skip
 
 
+def remaining_subset(dataset: Dataset, done: set[int]) -> Dataset:
+    """``dataset`` without the items whose data set index is in ``done`` (indices kept)."""
+    if not done:
+        return dataset
+    keep = [pos for pos, index in enumerate(dataset_indices(dataset)) if index not in done]
+    return Subset(dataset, keep)
+
+
+def dataset_indices(dataset: Dataset) -> list[int]:
+    """The data set index (the ``"index"`` a sample reports) of every position, unread."""
+    if isinstance(dataset, Subset):
+        inner = dataset_indices(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    return list(range(len(dataset)))  # type: ignore[arg-type]
+
+
+class StopRequests:
+    """SIGINT / SIGTERM handlers that ask the evaluator to stop at the next batch boundary (a
+    second signal stops at once)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # asked twice: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.signum = signum
+        print(f"\nsignal {signum}: stopping after this batch (again to stop now)", file=sys.stderr)
+
+    def __enter__(self) -> StopRequests:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def __call__(self) -> int | None:
+        return self.signum
+
+
+@dataclass
+class Measured:
+    """One model's measurement, or an error message."""
+
+    evaluator: InvarianceEvaluator
+    dataset: Dataset
+    trainer: pl.Trainer
+    config: dict[str, Any]
+
+
+def build_model(
+    spec: str, args: Namespace
+) -> tuple[InvarianceClassifier, list[Protocol], set[str] | None, Dataset, float]:
+    """The classifier, its protocols (and keys to probe), its data set and object scale."""
+    classifier, trained_scale = load_classifier(spec, args)
+    config = classifier.data_config
+    object_scale = args.object_scale or trained_scale or 0.75
+    protocols, probed = plan_protocols(
+        args, classifier.image_size, tuple(config["mean"]), object_scale
+    )
+    dataset = build_eval_dataset(
+        args.data, classifier.image_size, args.data_root, config.get("crop_pct", 0.875),
+        config.get("interpolation", "bicubic"), args.num_images, args.seed,
+        keep_original=any(p.uses_original for p in protocols),
+        crop_mode=config.get("crop_mode"), labels=args.labels,
+    )  # fmt: skip
+    return classifier, protocols, probed, dataset, object_scale
+
+
 def measure_model(
-    spec: str, args: Namespace, is_main: bool
-) -> tuple[InvarianceEvaluator, Any, pl.Trainer, dict[str, Any]] | str:
-    """Build one model, its data and protocols, and measure it; an error message on bad input."""
+    spec: str, args: Namespace, is_main: bool, partial: Path, stop: StopRequests
+) -> Measured | str:
+    """Build one model, its data and protocols, and measure it (continuing from ``partial`` when
+    an interrupted run saved states there); an error message on bad input. Raises
+    ``Interrupted`` when a signal stops it."""
     try:
-        classifier, trained_scale = load_classifier(spec, args)
-        config = classifier.data_config
-        canvas = classifier.image_size
-        object_scale = args.object_scale or trained_scale or 0.75
-        protocols, probed = plan_protocols(args, canvas, tuple(config["mean"]), object_scale)
-        dataset = build_eval_dataset(
-            args.data, canvas, args.data_root, config.get("crop_pct", 0.875),
-            config.get("interpolation", "bicubic"), args.num_images, args.seed,
-            keep_original=any(p.uses_original for p in protocols),
-            crop_mode=config.get("crop_mode"),
-        )  # fmt: skip
+        classifier, protocols, probed, dataset, object_scale = build_model(spec, args)
     except (BackboneError, ValueError, FileNotFoundError) as err:
         return f"{spec}: {err}"
-    if is_main:
-        print(f"[{spec}] {measure_subsampling(classifier.model, canvas).describe()}")
-        print(f"[{spec}] {len(dataset)} images, canvas {canvas} px, object scale {object_scale:g}")
-        for protocol in protocols:
-            print(f"    {protocol.describe()}")
+    canvas = classifier.image_size
     evaluator = InvarianceEvaluator(
         classifier, protocols, chunk_size=args.chunk_size, probe=args.nonshiftability,
         probe_keys=probed, keep_per_image=True, resamples=args.resamples, seed=args.seed,
+        partial_path=partial, save_every=args.save_every, stop_signal=stop,
     )  # fmt: skip
+    done = evaluator.load_partial(partial, restore=is_main)
+    remaining = remaining_subset(dataset, done)
+    if is_main:
+        print(f"[{spec}] {measure_subsampling(classifier.model, canvas).describe()}")
+        resumed = f", {len(done)} already measured (resumed)" if done else ""
+        print(
+            f"[{spec}] {len(dataset)} images{resumed}, canvas {canvas} px, object scale {object_scale:g}"
+        )
+        for protocol in protocols:
+            print(f"    {protocol.describe()}")
     trainer = pl.Trainer(
         accelerator=args.accelerator, devices=args.devices, precision=args.precision, logger=False,
         enable_checkpointing=False, enable_model_summary=False,
         callbacks=[ImagesPerSecondBar(sum(p.num_views for p in protocols))],
     )  # fmt: skip
-    trainer.test(evaluator, datamodule=EvalDataModule(dataset, args.batch_size), verbose=False)
-    return evaluator, dataset, trainer, run_config(spec, args, canvas, object_scale, protocols)
+    trainer.test(evaluator, datamodule=EvalDataModule(remaining, args.batch_size), verbose=False)
+    return Measured(
+        evaluator, dataset, trainer, run_config(spec, args, canvas, object_scale, protocols)
+    )
+
+
+def preflight(args: Namespace) -> str | None:
+    """Every model resolved and its head checked against the data's labels, before any work."""
+    try:
+        labels = data_labels(args.data, args.data_root, args.labels)
+        models = [resolve_model(spec, args.num_classes) for spec in args.models]
+    except (BackboneError, LabelMappingError, FileNotFoundError, ValueError) as err:
+        return str(err)
+    for model in models:
+        if problem := check_head(model, labels):
+            return problem
+    return None
+
+
+def resume_args(parser: ArgumentParser, args: Namespace) -> Namespace | str:
+    """The arguments of the interrupted run in ``args.resume`` (its config.yaml)."""
+    folder = Path(args.resume)
+    config = folder / "config.yaml"
+    if not config.is_file():
+        return f"--resume {folder}: no config.yaml there (not an evaluate.py run folder)"
+    previous = (
+        json.loads((folder / "results.json").read_text())
+        if (folder / "results.json").is_file()
+        else {}
+    )
+    if previous.get("complete"):
+        return f"--resume {folder}: that run is complete; nothing to resume"
+    resumed = parser.parse_args(["--config", str(config)])
+    resumed.output, resumed.resume, resumed.overwrite = folder, folder, True
+    return resumed
+
+
+def model_file(output: Path, position: int) -> Path:
+    return output / "per_image" / f"model{position}.npz"
+
+
+def finished_model(
+    spec: str, position: int, args: Namespace, output: Path, previous: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, ProtocolResult], ModelRun | None] | None:
+    """A model that an interrupted run had finished: its rows, per-image results and figure data."""
+    path = model_file(output, position)
+    if spec not in previous.get("models", {}) or not path.is_file():
+        return None
+    _, protocols, _, dataset, _ = build_model(spec, args)
+    per_image, curves = load_model_results(path, protocols)
+    rows = previous["models"][spec]
+    run = ModelRun(spec, rows, per_image, protocols, dataset, curves) if args.figures else None
+    return rows, per_image, run
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    problem = check_args(args)
+    if args.resume is not None:
+        args = resume_args(parser, args)
+        if isinstance(args, str):
+            print(f"error: {args}", file=sys.stderr)
+            return 2
+    problem = check_args(args) or check_runtime(args.accelerator, args.precision)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    output = resolve_output(args)
     is_main = rank_zero_only.rank == 0
-    refusal = overwrite_refusal(output, args.overwrite) if is_main else None
-    if refusal:
-        print(f"error: {refusal}", file=sys.stderr)
+    output = resolve_output(args)
+    problem = None
+    if is_main:
+        problem = check_output(output) or (
+            None if args.resume else overwrite_refusal(output, args.overwrite)
+        )
+    problem = problem or preflight(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        if args.output is None and is_main and not any(output.iterdir()):
+            output.rmdir()  # the fresh default folder: leave nothing behind
         return 2
     pl.seed_everything(args.seed, verbose=False)
-    if is_main:
-        output.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((output / "results.json").read_text()) if args.resume else {}
+    if is_main and not args.resume:
         (output / "config.yaml").write_text(parser.dump(args))
     results: dict[str, Any] = {
         "complete": False,
-        "config": {
-            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "config"
-        },
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "config"},
         "models": {},
-        "subsampling": {},
-        "skipped": {},
-    }
+        "subsampling": dict(previous.get("subsampling", {})),
+        "skipped": dict(previous.get("skipped", {})),
+    }  # fmt: skip
     runs: list[ModelRun] = []
     per_image: dict[str, dict[str, ProtocolResult]] = {}
     configs: dict[str, dict[str, Any]] = {}
     namer = None
-    for spec in args.models:
-        measured = measure_model(spec, args, is_main)
-        if isinstance(measured, str):
-            print(f"error: {measured}", file=sys.stderr)
-            return 2
-        evaluator, dataset, trainer, configs[spec] = measured
-        if trainer.global_rank != 0:
-            continue
-        namer = image_namer(dataset)
-        subsampling = measure_subsampling(
-            evaluator.classifier.model, evaluator.classifier.image_size
-        )
-        results["subsampling"][spec] = {
-            "factor": subsampling.factor,
-            "invariant_fraction": subsampling.invariant_fraction,
-            "layers": [list(layer) for layer in subsampling.layers],
-        }
-        results["models"][spec] = evaluator.results
-        results["skipped"][spec] = [{"image": n, "reason": r} for n, r in evaluator.skipped]
-        per_image[spec] = evaluator.per_image
-        write_json_atomically(output / "results.json", results)  # after every model
-        if args.figures:
-            runs.append(ModelRun.from_evaluator(spec, evaluator, dataset))
-        del evaluator
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    with StopRequests() as stop:
+        for position, spec in enumerate(args.models):
+            kept = finished_model(spec, position, args, output, previous) if args.resume else None
+            if kept is not None:
+                results["models"][spec], per_image[spec], run = kept
+                runs += [run] if run is not None else []
+                print(f"[{spec}] finished before the interruption: kept")
+                continue
+            try:
+                measured = measure_model(
+                    spec, args, is_main, output / "partial" / f"model{position}", stop
+                )
+            except Interrupted as stopped:
+                if is_main:
+                    results["missing"] = args.models[position:]
+                    write_json_atomically(output / "results.json", results)
+                    print(f"\ninterrupted during {spec}: results.json says complete: false; "
+                          f"continue with: python evaluate.py --resume {output}", file=sys.stderr)  # fmt: skip
+                return 128 + stopped.signum
+            if isinstance(measured, str):
+                print(f"error: {measured}", file=sys.stderr)
+                return 2
+            evaluator = measured.evaluator
+            if measured.trainer.global_rank != 0:
+                continue
+            configs[spec] = measured.config
+            namer = image_namer(measured.dataset)
+            if evaluator.skipped and not evaluator.per_image[evaluator.protocols[0].key].num_images:
+                print(f"error: {spec}: all {len(evaluator.skipped)} images were unreadable "
+                      f"(first: {evaluator.skipped[0][0]}: {evaluator.skipped[0][1]})", file=sys.stderr)  # fmt: skip
+                return 1
+            subsampling = measure_subsampling(
+                evaluator.classifier.model, evaluator.classifier.image_size
+            )
+            results["subsampling"][spec] = {
+                "factor": subsampling.factor,
+                "invariant_fraction": subsampling.invariant_fraction,
+                "layers": [list(layer) for layer in subsampling.layers],
+            }
+            results["models"][spec] = evaluator.results
+            results["skipped"][spec] = [{"image": n, "reason": r} for n, r in evaluator.skipped]
+            per_image[spec] = evaluator.per_image
+            save_model_results(model_file(output, position), evaluator.per_image, evaluator.curves)
+            write_json_atomically(output / "results.json", results)  # after every model
+            for stale in (output / "partial").glob(f"model{position}.rank*.pt"):
+                stale.unlink()
+            if args.figures:
+                runs.append(ModelRun.from_evaluator(spec, evaluator, measured.dataset))
+            del evaluator, measured
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     if not is_main:
         return 0
     pairs = [tuple(args.compare)] if args.compare else list(combinations(args.models, 2))
     results["comparisons"] = compare_models(per_image, pairs, args.resamples, args.seed)  # type: ignore[arg-type]
     results["complete"] = True
     write_json_atomically(output / "results.json", results)
-    named = namer or str
-    write_per_image_csv(output / "per_image.csv", list(per_image.items()), named)
-    write_measures_csv(output / "per_image_measures.csv", list(per_image.items()), named)
+    if namer is None:
+        namer = image_namer(build_eval_dataset(args.data, 32, args.data_root, num_images=args.num_images,
+                                               seed=args.seed, labels=args.labels))  # fmt: skip
+    write_outputs(args, output, results, per_image, runs, configs, namer)
+    return 0
+
+
+def write_outputs(
+    args: Namespace,
+    output: Path,
+    results: dict[str, Any],
+    per_image: dict[str, dict[str, ProtocolResult]],
+    runs: list[ModelRun],
+    configs: dict[str, dict[str, Any]],
+    namer: Callable[[int], str],
+) -> None:
+    """CSVs, skipped.txt, the table, figures and loggers, after results.json is complete."""
+    write_per_image_csv(output / "per_image.csv", list(per_image.items()), namer)
+    write_measures_csv(output / "per_image_measures.csv", list(per_image.items()), namer)
+    skipped = [
+        f"{model}\t{s['image']}\t{s['reason']}"
+        for model, rows in results["skipped"].items()
+        for s in rows
+    ]
+    if skipped:
+        (output / "skipped.txt").write_text("model\timage\treason\n" + "\n".join(skipped) + "\n")
+        print(
+            f"skipped {len(skipped)} unreadable images (names and reasons in skipped.txt)",
+            file=sys.stderr,
+        )
     print()
     print_table(results["models"])
     print_comparisons(results["comparisons"])
@@ -553,14 +776,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults: {output / 'results.json'}\nper-image: {output / 'per_image.csv'}")
     if figures:
         print(f"figures: {output / 'figures'} ({len(figures)} PNG)")
-    rows = [r for spec, res in per_image.items() for r in per_image_summary(spec, res, named)]
+    rows = [r for spec, res in per_image.items() for r in per_image_summary(spec, res, namer)]
     if args.logger == "wandb":  # a group, one run per model
         log_evaluation_to_wandb(output, output.name, results["models"], configs, rows, figures)
     elif args.logger == "csv":
         log_evaluation(
             create_logger("csv", output, output.name, {}), results["models"], rows, figures
         )
-    return 0
 
 
 if __name__ == "__main__":

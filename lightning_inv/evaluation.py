@@ -11,7 +11,9 @@ data set index, so 1 or N processes give the same numbers and intervals. Batches
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import os
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -22,6 +24,15 @@ from lightning_inv.measure import ProtocolMeasures, ProtocolResult, measure_batc
 from lightning_inv.metrics.nonshiftability import FeatureSums, conv_layers
 from lightning_inv.protocols.views import Protocol
 from lightning_inv.statistics import RESAMPLES
+
+
+class Interrupted(BaseException):
+    """A stop asked for by a signal, raised between two batches (never inside one, so the saved
+    states hold whole batches of every protocol)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
 
 
 def gather_objects(value: Any, trainer: pl.Trainer) -> list[Any]:
@@ -48,6 +59,10 @@ class InvarianceEvaluator(pl.LightningModule):
         max_curve_images: keep the deepest probed layer's feature sums (Fig. 4) of at most this
             many images (T x channels floats each). The measures use every image.
         intervals: bootstrap 95% intervals over images (``resamples``, seeded by ``seed``).
+        partial_path: where to save the measures of the images done so far every
+            ``save_every`` batches (one file per process; ``load_partial`` resumes from it).
+        stop_signal: called after every batch; a signal number there saves the states (with a
+            ``partial_path``) and raises ``Interrupted``.
     """
 
     def __init__(
@@ -63,8 +78,13 @@ class InvarianceEvaluator(pl.LightningModule):
         intervals: bool = True,
         resamples: int = RESAMPLES,
         seed: int = 0,
+        partial_path: Path | None = None,
+        save_every: int = 50,
+        stop_signal: Callable[[], int | None] | None = None,
     ) -> None:
         super().__init__()
+        self.partial_path, self.save_every = partial_path, save_every
+        self.stop_signal = stop_signal
         keys = [p.key for p in protocols]
         if len(set(keys)) != len(keys):
             raise ValueError(f"two protocols share a result key: {keys}")
@@ -123,6 +143,54 @@ class InvarianceEvaluator(pl.LightningModule):
             room = self.max_curve_images - sum(len(i) for i, _ in kept)
             if room > 0:
                 kept.append((indices[:room].cpu(), deepest[:room].cpu()))
+
+    def on_test_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Between batches: save the states every ``save_every`` batches, and stop on a signal."""
+        signum = self.stop_signal() if self.stop_signal is not None else None
+        if self.partial_path is not None and (signum or (batch_idx + 1) % self.save_every == 0):
+            self.save_partial()
+        if signum:
+            raise Interrupted(signum)
+
+    def _partial_file(self) -> Path:
+        assert self.partial_path is not None
+        rank = self.global_rank if self._trainer is not None else 0
+        return self.partial_path.with_name(f"{self.partial_path.name}.rank{rank}.pt")
+
+    def save_partial(self) -> None:
+        """Write this process's per-image states so far (temporary file + rename: an interrupt
+        never leaves half a file)."""
+        states = {
+            p.key: {name: [t.cpu() for t in state] for name, state in m.metric_state.items()}
+            for p, m in zip(self.protocols, self.measures, strict=True)
+        }
+        content = {"states": states, "skipped": self.skipped, "curves": self._curves}
+        path = self._partial_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        torch.save(content, temporary)
+        os.replace(temporary, path)
+
+    def load_partial(self, path: Path, restore: bool = True) -> set[int]:
+        """The data set indices already measured in the files ``save_partial`` wrote under
+        ``path`` (every process's); with ``restore`` (one process only) their states are added
+        to this evaluator's."""
+        done: set[int] = set()
+        for file in sorted(path.parent.glob(f"{path.name}.rank*.pt")):
+            content = torch.load(file, map_location="cpu", weights_only=True)
+            for part in content["states"][self.protocols[0].key]["index"]:
+                done.update(int(i) for i in part)
+            if not restore:
+                continue
+            for protocol, measure in zip(self.protocols, self.measures, strict=True):
+                for name, parts in content["states"][protocol.key].items():
+                    getattr(measure, name).extend(parts)
+            self.skipped += [tuple(s) for s in content["skipped"]]
+            for key, parts in content["curves"].items():
+                self._curves.setdefault(key, []).extend(tuple(p) for p in parts)
+        return done
 
     def _gather_curves(self) -> None:
         """The kept feature sums of every rank, the first ``max_curve_images`` in data order."""

@@ -11,8 +11,19 @@ from typing import Any
 
 
 def default_run_folder(prefix: str, root: str | Path = "runs") -> Path:
-    """``runs/<prefix>-<YYYYmmdd-HHMMSS>``: a new folder per run."""
-    return Path(root) / time.strftime(f"{prefix}-%Y%m%d-%H%M%S")
+    """Create and return ``runs/<prefix>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... when a run
+    started in the same second already took it). ``mkdir`` without ``exist_ok`` is atomic, so
+    two runs never share a folder."""
+    base = Path(root) / time.strftime(f"{prefix}-%Y%m%d-%H%M%S")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        folder = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a fresh run folder next to {base}")
 
 
 def overwrite_refusal(folder: Path, overwrite: bool) -> str | None:
@@ -34,3 +45,58 @@ def write_json_atomically(path: Path, content: Any) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def save_model_results(path: Path, results: dict[str, Any], curves: dict[str, Any]) -> None:
+    """One finished model's per-image results (``{protocol key: ProtocolResult}``) and Fig. 4
+    curves as a compressed ``.npz`` (temporary file + rename), for ``evaluate.py --resume``."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for key, result in results.items():
+        arrays[f"{key}|indices"], arrays[f"{key}|labels"] = result.indices, result.labels
+        for name, values in result.values.items():
+            arrays[f"{key}|value|{name}"] = values
+        for layer, values in result.nonshiftability.items():
+            arrays[f"{key}|shift|{layer}"] = values
+        if result.p_true is not None:
+            arrays[f"{key}|p_true"], arrays[f"{key}|top1"] = result.p_true, result.top1
+    for key, sums in curves.items():
+        arrays[f"{key}|curves"] = sums.numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(temporary, **arrays)
+    os.replace(temporary, path)
+
+
+def load_model_results(path: Path, protocols: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``(per-image results, curves)`` that ``save_model_results`` wrote, for ``protocols``."""
+    import numpy as np
+    import torch
+
+    from lightning_inv.measure import ProtocolResult
+
+    with np.load(path) as stored:
+        arrays = dict(stored)
+    results, curves = {}, {}
+    for protocol in protocols:
+        key = protocol.key
+        if f"{key}|indices" not in arrays:
+            raise KeyError(f"{path} holds no results for protocol {key}")
+        prefix_value, prefix_shift = f"{key}|value|", f"{key}|shift|"
+        results[key] = ProtocolResult(
+            protocol=protocol,
+            indices=arrays[f"{key}|indices"],
+            labels=arrays[f"{key}|labels"],
+            values={
+                k[len(prefix_value) :]: v for k, v in arrays.items() if k.startswith(prefix_value)
+            },
+            p_true=arrays.get(f"{key}|p_true"),
+            top1=arrays.get(f"{key}|top1"),
+            nonshiftability={
+                k[len(prefix_shift) :]: v for k, v in arrays.items() if k.startswith(prefix_shift)
+            },
+        )
+        if f"{key}|curves" in arrays:
+            curves[key] = torch.from_numpy(arrays[f"{key}|curves"])
+    return results, curves

@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.annotations is None:
         print("error: give an annotation folder or CSV (or --write-example DIR)", file=sys.stderr)
         return 2
+    if not 0 < args.alpha < 1:
+        print(f"error: --alpha must be in (0, 1), got {args.alpha}", file=sys.stderr)
+        return 2
     output = args.output or default_run_folder("bias")
     if refusal := overwrite_refusal(output, args.overwrite):
         print(f"error: {refusal}", file=sys.stderr)
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(problems) > 10:
         print(f"... and {len(problems) - 10} more (all in problems.txt)", file=sys.stderr)
     if not boxes:
-        print("error: no usable boxes (see the problems above)", file=sys.stderr)
+        reason = "see the problems above" if problems else "the annotations hold no boxes"
+        print(f"error: no usable boxes in {args.annotations} ({reason})", file=sys.stderr)
         return 2
     categories = analyse_categories(boxes, args.min_boxes)
     summary = summarize(categories, args.alpha)

@@ -54,12 +54,14 @@ def build_eval_dataset(
     seed: int = 0,
     keep_original: bool = False,
     crop_mode: str | None = None,
+    labels: str = "auto",
 ) -> Dataset:
     """Evaluation images as [3, size, size] in [0, 1] with labels and indices (and the original
     photos with ``keep_original``).
 
     ``sample``: the 27 offline photos (ImageNet labels); ``imagenet_val``: their 20 ImageNet
-    validation photos; ``imagefolder``: ``root/<synset>/*``;
+    validation photos; ``imagefolder``: ``root/<class>/*`` with ``labels`` deciding the class
+    indices (``lightning_inv.data.images.resolve_labels``);
     ``digits``: scikit-learn's test digits, cropped tight to ``size`` px (10 classes); the
     protocols place them (``Translate(scale=0.5)`` puts one where ``DigitsDataModule`` trains it).
     """
@@ -72,7 +74,7 @@ def build_eval_dataset(
     elif name == "imagefolder":
         if root is None:
             raise ValueError("data 'imagefolder' needs a root folder (--data-root DIR)")
-        items, _ = imagefolder_items(root)
+        items, _ = imagefolder_items(root, labels)
         dataset = LabelledImageDataset(items, size, **photos)
     elif name == "digits":
         # Cropped tight, like DigitsDataModule.invariance_dataset(): the protocols place the digit,

@@ -140,32 +140,88 @@ def collate_skipping(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def imagefolder_items(root: str | Path) -> tuple[list[LabelledImage], list[str]]:
-    """Scan ``root/<class>/<image>``; returns (items, class names).
+LABEL_MODES = ("auto", "imagenet", "folders")
 
-    Folders named by ImageNet-1k synsets (``n01440764``) get their ImageNet index, so Imagenette
-    and ImageNet subsets map onto a 1000-class head; any other folder names get their sorted order.
-    """
-    root = Path(root)
+
+class LabelMappingError(ValueError):
+    """The class folders and the requested label mapping do not fit (never guessed)."""
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The sorted class folders of ``root``; errors name the expected layout."""
     if not root.is_dir():
         raise FileNotFoundError(
             f"data root not found: {root} (expected <root>/<class>/<image files>)"
         )
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise FileNotFoundError(
             f"no class folders in {root} (expected <root>/<class>/<image files>)"
         )
-    synsets = ImageNetInfo().label_names()
-    synset_index = {s: i for i, s in enumerate(synsets)}
-    use_imagenet = all(f.name in synset_index for f in folders)
-    classes = list(synsets) if use_imagenet else [f.name for f in folders]
+    return folders
+
+
+def resolve_labels(
+    names: Sequence[str], labels: str = "auto", classes: Sequence[str] | None = None
+) -> tuple[str, dict[str, int]]:
+    """The mapping used (``imagenet`` or ``folders``) and the class index of each folder name.
+
+    ``imagenet``: every folder must be an ImageNet-1k synset (``n01440764``), mapped to its
+    index in the 1000-class order. ``folders``: sorted folder order, or the position in
+    ``classes`` when given (so train and val share one index). ``auto``: ``imagenet`` when every
+    folder is a synset, ``folders`` when none is; a mix is refused with the offending names,
+    since either guess would score some images against the wrong class.
+    """
+    if labels not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}")
+    synset_index = {s: i for i, s in enumerate(ImageNetInfo().label_names())}
+    others = [n for n in names if n not in synset_index]
+    if labels == "auto":
+        if others and len(others) < len(names):
+            raise LabelMappingError(
+                f"{len(names) - len(others)} class folders are ImageNet synsets but these are "
+                f"not: {', '.join(others[:10])}{' ...' if len(others) > 10 else ''}. Remove them "
+                "(or point the data root at the folder that holds the class folders, e.g. val/), "
+                "or choose the mapping: --labels imagenet or --labels folders"
+            )
+        labels = "folders" if others else "imagenet"
+    if labels == "imagenet":
+        if others:
+            raise LabelMappingError(
+                f"--labels imagenet needs synset folders (n01440764, ...); these are not: "
+                f"{', '.join(others[:10])}{' ...' if len(others) > 10 else ''}"
+            )
+        return "imagenet", {n: synset_index[n] for n in names}
+    order = list(classes) if classes is not None else sorted(names)
+    unknown = [n for n in names if n not in order]
+    if unknown:
+        raise LabelMappingError(
+            f"class folders {', '.join(unknown)} are not among the {len(order)} training "
+            f"classes ({', '.join(order[:10])}{' ...' if len(order) > 10 else ''})"
+        )
+    return "folders", {n: order.index(n) for n in names}
+
+
+def imagefolder_items(
+    root: str | Path, labels: str = "auto", classes: Sequence[str] | None = None
+) -> tuple[list[LabelledImage], list[str]]:
+    """Scan ``root/<class>/<image>``; returns (items, class names by index).
+
+    The label mapping is decided by ``resolve_labels`` (ImageNet synsets onto the 1000-class
+    order, or folder order); the class names are the 1000 synsets or the folder names.
+    """
+    root = Path(root)
+    folders = class_folders(root)
+    mode, mapping = resolve_labels([f.name for f in folders], labels, classes)
+    if mode == "imagenet":
+        names = list(ImageNetInfo().label_names())
+    else:
+        names = list(classes) if classes is not None else sorted(mapping, key=mapping.__getitem__)
     items = []
-    for position, folder in enumerate(folders):
-        label = synset_index[folder.name] if use_imagenet else position
+    for folder in folders:
         for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                items.append(LabelledImage(path, label, str(path.relative_to(root))))
+            if path.suffix.lower() in IMAGE_SUFFIXES and (path.is_file() or path.is_symlink()):
+                items.append(LabelledImage(path, mapping[folder.name], str(path.relative_to(root))))
     if not items:
         raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    return items, classes
+    return items, names

@@ -28,8 +28,11 @@ from lightning_inv.data.digits import NUM_DIGIT_CLASSES, CentredDigits
 from lightning_inv.data.images import (
     LabelledImage,
     LabelledImageDataset,
+    LabelMappingError,
+    class_folders,
     collate_skipping,
     imagefolder_items,
+    resolve_labels,
 )
 
 
@@ -146,9 +149,12 @@ class DigitsDataModule(ClassificationDataModule):
 class ImageFolderDataModule(ClassificationDataModule):
     """``root/train/<class>/*`` and ``root/val/<class>/*`` (ImageNet, Imagenette layout).
 
-    Synset folder names map to ImageNet-1k indices (``num_classes`` 1000), others to their
-    sorted order. With ``random_resized_crop`` on, training images are loaded at
-    ``image_size / 0.875`` and cropped; otherwise at ``image_size`` (timm's eval transform).
+    ``labels``: ``imagenet`` maps synset folders to ImageNet-1k indices (``num_classes`` 1000),
+    ``folders`` numbers the *training* folders in sorted order and gives every validation folder
+    the index of the training folder of the same name (a validation class that training lacks is
+    an error); ``auto`` picks ``imagenet`` when all training folders are synsets, ``folders``
+    when none is, and refuses a mix. With ``random_resized_crop`` on, training images are loaded
+    at ``image_size / 0.875`` and cropped; otherwise at ``image_size`` (timm's eval transform).
     """
 
     def __init__(
@@ -157,14 +163,22 @@ class ImageFolderDataModule(ClassificationDataModule):
         image_size: int = 224,
         train_dir: str = "train",
         val_dir: str = "val",
+        labels: str = "auto",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.root = Path(root).expanduser()
         self.image_size = image_size
-        self.train_items, classes = imagefolder_items(self.root / train_dir)
-        self.val_items, _ = imagefolder_items(self.root / val_dir)
-        self.num_classes = len(classes)
+        train_root = self.root / train_dir
+        mode, _ = resolve_labels([f.name for f in class_folders(train_root)], labels)
+        self.train_items, self.classes = imagefolder_items(train_root, mode)
+        try:
+            self.val_items, _ = imagefolder_items(
+                self.root / val_dir, mode, self.classes if mode == "folders" else None
+            )
+        except LabelMappingError as err:
+            raise LabelMappingError(f"{self.root / val_dir}: {err}") from err
+        self.num_classes = len(self.classes)
 
     def train_set(self) -> Dataset:
         crop = self.augmentation is not None and self.augmentation.random_resized_crop is not None

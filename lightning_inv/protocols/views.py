@@ -211,6 +211,17 @@ class _Filled(Protocol):
     def _compose(self, objects: Tensor, offsets: Tensor) -> Tensor:
         return compose(objects, offsets, self.canvas, self.fill, self.mean)
 
+    def _sweep(self, objects: Tensor, centre: int, direction: str, shifts: list[float]) -> Tensor:
+        """``objects`` [B, 3, s, s] pasted with their corner at ``centre + shift`` along
+        ``direction`` for every shift -> [B, T, 3, canvas, canvas]."""
+        dy, dx = DIRECTIONS[direction]
+        moved = torch.tensor(shifts, device=objects.device)
+        offsets = torch.stack([centre + dy * moved, centre + dx * moved], dim=1)  # [T, 2]
+        b, t = len(objects), len(shifts)
+        repeated = objects[:, None].expand(-1, t, -1, -1, -1).reshape(b * t, *objects.shape[1:])
+        views = self._compose(repeated, offsets.repeat(b, 1))
+        return views.view(b, t, 3, self.canvas, self.canvas)
+
 
 @dataclass
 class Translate(_Filled):
@@ -256,15 +267,8 @@ class Translate(_Filled):
         return len(self.positions)
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
-        objects = resize(images, self.side)
         centre = (self.canvas - self.side) // 2
-        dy, dx = DIRECTIONS[self.direction]
-        shifts = torch.tensor(self.positions, device=images.device)
-        offsets = torch.stack([centre + dy * shifts, centre + dx * shifts], dim=1)  # [T, 2]
-        b, t = len(images), len(shifts)
-        repeated = objects[:, None].expand(-1, t, -1, -1, -1).reshape(b * t, *objects.shape[1:])
-        views = self._compose(repeated, offsets.repeat(b, 1))
-        return views.view(b, t, 3, self.canvas, self.canvas)
+        return self._sweep(resize(images, self.side), centre, self.direction, self.positions)
 
 
 @dataclass
@@ -431,13 +435,7 @@ class Embed(_Filled):
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         objects = torch.stack([resize(photo[None], self.side)[0] for photo in originals])
-        dy, dx = DIRECTIONS[self.direction]
-        shifts = torch.tensor(self.positions, device=images.device)
-        offsets = torch.stack([self.centre + dy * shifts, self.centre + dx * shifts], dim=1)
-        b, t = len(images), self.num_views
-        repeated = objects[:, None].expand(-1, t, -1, -1, -1).reshape(b * t, *objects.shape[1:])
-        views = self._compose(repeated, offsets.repeat(b, 1))
-        return views.view(b, t, 3, self.canvas, self.canvas)
+        return self._sweep(objects, self.centre, self.direction, self.positions)
 
 
 @dataclass

@@ -1,0 +1,128 @@
+"""Checks made before any model is loaded: nothing computed is lost to a bad argument.
+
+``evaluate.py`` resolves every model of ``--models`` (names, modifiers, checkpoint files), the
+label mapping of the data and the head size of each model, the output folder's writability and
+the Trainer's settings, then starts measuring. Every message names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+
+from lightning_inv.backbones import BackboneError, _unknown_model_error, read_checkpoint
+from lightning_inv.data.images import class_folders, resolve_labels
+from lightning_inv.surgery import SURGERIES
+
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+PRECISIONS = ("64", "32", "16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
+              "32-true", "64-true", "transformer-engine")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of ``--models``: a timm name with an optional modifier, or a checkpoint."""
+
+    spec: str
+    name: str
+    modify: str | None
+    checkpoint: Path | None
+    num_classes: int
+
+
+def is_checkpoint(spec: str) -> bool:
+    return spec.endswith(CHECKPOINT_SUFFIXES) or Path(spec).is_file()
+
+
+def resolve_model(spec: str, num_classes: int | None = None) -> ModelSpec:
+    """Check a model spec without building it: the timm name exists, the modifier is known, a
+    checkpoint is readable (``weights_only``) and says its class count."""
+    if is_checkpoint(spec):
+        _, hparams = read_checkpoint(spec)
+        if not hparams:
+            raise BackboneError(
+                f"{spec} has no saved hyperparameters: it is not a checkpoint of train.py"
+            )
+        return ModelSpec(spec, str(hparams.get("model_name", "?")), hparams.get("modify"),
+                         Path(spec), int(hparams.get("num_classes", 1000)))  # fmt: skip
+    name, _, modify = spec.partition(":")
+    if not timm.is_model(name):
+        raise _unknown_model_error(name)
+    for part in filter(None, modify.split("+")):
+        if part not in SURGERIES:
+            raise BackboneError(
+                f"unknown modifier {part!r} in {spec!r}; choose one of {', '.join(SURGERIES)}"
+            )
+    return ModelSpec(spec, name, modify or None, None, num_classes or 1000)
+
+
+@dataclass(frozen=True)
+class DataLabels:
+    """What the labels of a data set index: ``imagenet`` (1000 classes), ``folders`` (folder
+    order) or ``digits`` (10), and how many classes that is."""
+
+    mode: str
+    num_classes: int
+    source: str
+
+
+def data_labels(data: str, root: Path | None = None, labels: str = "auto") -> DataLabels:
+    """The label mapping ``evaluate.py`` will use for ``--data`` (decided now, never guessed)."""
+    if data in ("sample", "imagenet_val"):
+        return DataLabels("imagenet", 1000, f"--data {data} (ImageNet-1k labels)")
+    if data == "digits":
+        return DataLabels("digits", 10, "--data digits (10 digit classes)")
+    assert root is not None
+    names = [f.name for f in class_folders(Path(root))]
+    mode, _ = resolve_labels(names, labels)
+    if mode == "imagenet":
+        return DataLabels("imagenet", 1000, f"{root} (synset folders -> ImageNet-1k labels)")
+    return DataLabels("folders", len(names), f"{root} ({len(names)} class folders, sorted order)")
+
+
+def check_head(model: ModelSpec, labels: DataLabels) -> str | None:
+    """Why ``model``'s classifier cannot be scored against these labels, or None."""
+    if model.num_classes == labels.num_classes:
+        return None
+    hint = {
+        "imagenet": "evaluate a 1000-class ImageNet model on these images, or pass data labelled "
+        "for this head (--data digits, --data imagefolder --labels folders)",
+        "digits": "evaluate a 10-class digits checkpoint (train.py with DigitsDataModule)",
+        "folders": "evaluate a model trained on these folders (--num-classes for a timm name), "
+        "or, if they are ImageNet classes, name them by synset (n01440764, ...) and pass "
+        "--labels imagenet",
+    }[labels.mode]
+    return (
+        f"{model.spec} has a {model.num_classes}-class head but {labels.source} has "
+        f"{labels.num_classes} classes: its numbers would be scored against the wrong classes. "
+        f"{hint}"
+    )
+
+
+def check_output(folder: Path) -> str | None:
+    """Create ``folder`` and write a probe file in it; the problem as a message, or None."""
+    if folder.exists() and not folder.is_dir():
+        return f"--output {folder} is a file, not a folder; pass a folder path"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        return f"cannot write to --output {folder} ({err.strerror or err}); pass a writable folder"
+    return None
+
+
+def check_runtime(accelerator: str, precision: str | None) -> str | None:
+    """Trainer settings that would fail after the first model is loaded."""
+    if precision is not None and str(precision) not in PRECISIONS:
+        return f"--precision {precision} is not one of {', '.join(PRECISIONS)}"
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        return f"--accelerator {accelerator}: this machine has no CUDA GPU; use --accelerator cpu"
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        return "--accelerator mps: MPS is not available here; use --accelerator cpu"
+    return None
