@@ -40,6 +40,7 @@ from jsonargparse import (
     DefaultHelpFormatter,
     Namespace,
 )
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Dataset, Subset
 
@@ -535,7 +536,10 @@ class Measured:
 def build_model(
     spec: str, args: Namespace
 ) -> tuple[InvarianceClassifier, list[Protocol], set[str] | None, Dataset, float]:
-    """The classifier, its protocols (and keys to probe), its data set and object scale."""
+    """The classifier, its protocols (and keys to probe), its data set and object scale. Seeded
+    per model: random weights (``--no-pretrained``) do not depend on the models before it, so a
+    resumed run rebuilds the same model."""
+    pl.seed_everything(args.seed, verbose=False)
     classifier, trained_scale = load_classifier(spec, args)
     config = classifier.data_config
     object_scale = args.object_scale or trained_scale or 0.75
@@ -582,7 +586,13 @@ def measure_model(
         enable_checkpointing=False, enable_model_summary=False,
         callbacks=[ImagesPerSecondBar(sum(p.num_views for p in protocols))],
     )  # fmt: skip
-    trainer.test(evaluator, datamodule=EvalDataModule(remaining, args.batch_size), verbose=False)
+    try:
+        trainer.test(
+            evaluator, datamodule=EvalDataModule(remaining, args.batch_size), verbose=False
+        )
+    except SIGTERMException as stopped:  # Lightning's own stop, after a whole batch
+        evaluator.save_partial()
+        raise Interrupted(signal.SIGTERM) from stopped
     return Measured(
         evaluator, dataset, trainer, run_config(spec, args, canvas, object_scale, protocols)
     )
@@ -651,15 +661,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     is_main = rank_zero_only.rank == 0
     output = resolve_output(args)
-    problem = None
-    if is_main:
+    problem = preflight(args)  # models and labels first: the output may sit in the data root
+    if is_main and not problem:
         problem = check_output(output) or (
             None if args.resume else overwrite_refusal(output, args.overwrite)
         )
-    problem = problem or preflight(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        if args.output is None and is_main and not any(output.iterdir()):
+        if args.output is None and is_main and output.is_dir() and not any(output.iterdir()):
             output.rmdir()  # the fresh default folder: leave nothing behind
         return 2
     pl.seed_everything(args.seed, verbose=False)

@@ -11,32 +11,67 @@ Examples:
     python train.py test --config configs/digits_baseline.yaml --ckpt_path .../last.ckpt
     python train.py fit --config configs/imagenet_resnet50_blurpool.yaml --print_config
 
-By default runs log to W&B (offline unless the machine is logged in; ``wandb sync`` uploads later)
-and the full config is saved in the run folder and in the W&B run.
+Everything a run writes (config.yaml, checkpoints/, invariance_history.json, figures/, the W&B
+run) goes under one run folder, --trainer.default_root_dir. An existing run folder is refused
+unless the run resumes from it (--ckpt_path) or --overwrite replaces it. SIGTERM or Ctrl+C saves
+checkpoints/last.ckpt and exits non-zero. By default runs log to W&B (offline unless the machine
+is logged in; ``wandb sync`` uploads later) and the full config goes to the W&B run too.
 """
 
 from __future__ import annotations
 
+import shutil
+import signal
 import sys
+from pathlib import Path
 
 import pytorch_lightning as pl
 from jsonargparse import DefaultHelpFormatter
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks import RandomStateCheckpoint
 from lightning_inv.data.training import ClassificationDataModule
 from lightning_inv.loggers import finish_wandb
 from lightning_inv.module import DataMismatchError, InvarianceClassifier, NonFiniteLossError
 
+RUN_ARTIFACTS = ("checkpoints", "config.yaml", "invariance_history.json", "invariance_test.json",
+                 "figures", "wandb")  # fmt: skip
+
+
+class RunFolderError(ValueError):
+    """The run folder holds an earlier run and nothing says to resume or replace it."""
+
+
+class CheckpointOnStop(Callback):
+    """On SIGTERM or Ctrl+C during fit, save ``last.ckpt`` where the ``ModelCheckpoint`` keeps
+    it (the README's resume command then continues this run)."""
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException | KeyboardInterrupt) or trainer.state.fn != "fit":
+            return
+        checkpoint = trainer.checkpoint_callback
+        folder = (
+            Path(checkpoint.dirpath)
+            if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath
+            else Path(trainer.default_root_dir) / "checkpoints"
+        )
+        trainer.save_checkpoint(folder / "last.ckpt")
+        if trainer.is_global_zero:
+            print(
+                f"\nstopped: saved {folder / 'last.ckpt'}; resume with --ckpt_path", file=sys.stderr
+            )
+
+
 TRAINER_DEFAULTS = {
     "default_root_dir": "runs/train",
-    "logger": {
-        "class_path": "lightning_inv.loggers.AutoWandbLogger",
-        "init_args": {"save_dir": "runs/train"},
-    },
+    "logger": {"class_path": "lightning_inv.loggers.AutoWandbLogger"},
     # Always on (not replaced by a config's callback list): exact resumption needs the RNGs.
-    "callbacks": [RandomStateCheckpoint()],
+    "callbacks": [RandomStateCheckpoint(), CheckpointOnStop()],
 }
 DEFAULT_CALLBACKS = [  # used when a config names no callbacks
     {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
@@ -48,6 +83,41 @@ DEFAULT_CALLBACKS = [  # used when a config names no callbacks
 class InvarianceCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
+        parser.add_argument(
+            "--overwrite", type=bool, default=False,
+            help="replace an earlier run in --trainer.default_root_dir (its checkpoints, history, "
+            "figures, W&B files) instead of refusing it",
+        )  # fmt: skip
+
+    def before_instantiate_classes(self) -> None:
+        """Derive every path from the run folder, and refuse to mix two runs in one folder."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = Path(config.trainer.default_root_dir)
+        logger = config.trainer.logger
+        for entry in logger if isinstance(logger, list) else [logger]:
+            init = getattr(entry, "init_args", None)
+            if init is not None and "save_dir" in init and not init.save_dir:
+                init.save_dir = str(root)
+        for entry in config.trainer.callbacks or []:
+            init = getattr(entry, "init_args", None)
+            if (
+                str(getattr(entry, "class_path", "")).endswith("ModelCheckpoint")
+                and init is not None
+                and not init.dirpath
+            ):
+                init.dirpath = str(root / "checkpoints")
+        if self.subcommand != "fit" or config.get("ckpt_path"):
+            return
+        earlier = [name for name in RUN_ARTIFACTS if (root / name).exists()]
+        if earlier and not config.overwrite:
+            raise RunFolderError(
+                f"{root} holds an earlier run ({', '.join(earlier)}): resume it with --ckpt_path "
+                f"{root / 'checkpoints' / 'last.ckpt'}, replace it with --overwrite true, or choose "
+                "another --trainer.default_root_dir"
+            )
+        for name in earlier:  # --overwrite: the earlier run goes, nothing of it is mixed in
+            path = root / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 class KeepDescriptionLayout(DefaultHelpFormatter):
@@ -83,6 +153,11 @@ def main(args: list[str] | None = None) -> int:
     except (NonFiniteLossError, DataMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except RunFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SIGTERMException:  # Lightning stops after the step; CheckpointOnStop saved last.ckpt
+        return 128 + signal.SIGTERM
     finally:
         finish_wandb()  # complete the W&B run files before the process exits
     return 0

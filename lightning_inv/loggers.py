@@ -50,14 +50,19 @@ class AutoWandbLogger(WandbLogger):
     """
 
     def __init__(
-        self, *args: Any, offline: bool | None = None, project: str = "lightning-inv", **kwargs: Any
+        self,
+        *args: Any,
+        offline: bool | None = None,
+        project: str = "lightning-inv",
+        save_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
+        """``save_dir=None``: ``train.py`` puts the run in its run folder (elsewhere: ".")."""
         if offline is None:
             offline = wandb_offline()
-        if kwargs.get("save_dir"):
-            # Absolute: a shared wandb-core service resolves relative paths from its own folder.
-            kwargs["save_dir"] = str(Path(kwargs["save_dir"]).expanduser().resolve())
-        super().__init__(*args, offline=offline, project=project, **kwargs)
+        # Absolute: a shared wandb-core service resolves relative paths from its own folder.
+        save_dir = str(Path(save_dir or ".").expanduser().resolve())
+        super().__init__(*args, offline=offline, project=project, save_dir=save_dir, **kwargs)
 
 
 def finish_wandb() -> None:

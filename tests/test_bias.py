@@ -104,3 +104,15 @@ def test_a_size_missing_from_the_xml_is_read_from_the_image_file(example, tmp_pa
 
     boxes, problems = read_voc_file(example / "xml/broken/nosize.xml", index_images(images))
     assert problems == [] and (boxes[0].width, boxes[0].height) == (20, 12)
+
+
+def test_header_only_csv_and_a_bad_alpha_are_clear_errors(tmp_path, capsys):
+    from lightning_inv.bias.__main__ import main
+
+    empty = tmp_path / "LOC_val_solution.csv"
+    empty.write_text("ImageId,PredictionString\n")
+    assert main([str(empty), "--images", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    message = capsys.readouterr().err
+    assert "no usable boxes" in message and "hold no boxes" in message  # not "see above"
+    assert main([str(empty), "--alpha", "2", "--output", str(tmp_path / "p")]) == 2
+    assert "--alpha must be in (0, 1)" in capsys.readouterr().err
