@@ -52,7 +52,10 @@ class CheckpointOnStop(Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if not isinstance(exception, SIGTERMException | KeyboardInterrupt) or trainer.state.fn != "fit":
+        if (
+            not isinstance(exception, SIGTERMException | KeyboardInterrupt)
+            or trainer.state.fn != "fit"
+        ):
             return
         checkpoint = trainer.checkpoint_callback
         folder = (
