@@ -79,6 +79,7 @@ from lightning_inv.presets import (
     PRESETS,
     PresetContext,
     build_experiments,
+    table1_contrast,
 )
 from lightning_inv.progress import ImagesPerSecondBar
 from lightning_inv.protocols import FILL_MODES, Protocol, create_protocol
@@ -741,6 +742,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     pairs = [tuple(args.compare)] if args.compare else list(combinations(args.models, 2))
     results["comparisons"] = compare_models(per_image, pairs, args.resamples, args.seed)  # type: ignore[arg-type]
+    contrasts = {
+        spec: table1_contrast(rows, resamples=args.resamples, seed=args.seed)
+        for spec, rows in per_image.items()
+    }
+    if any(contrasts.values()):
+        results["table1_black_minus_crop"] = contrasts
     results["complete"] = True
     write_json_atomically(output / "results.json", results)
     if namer is None:
@@ -776,6 +783,11 @@ def write_outputs(
     print()
     print_table(results["models"])
     print_comparisons(results["comparisons"])
+    for spec, contrast in results.get("table1_black_minus_crop", {}).items():
+        if "p_top1_change" in contrast:
+            c = contrast["p_top1_change"]
+            print(f"\ntable1, {spec}: P(top-1 change) Black {c['black']:.3f} - Crop {c['crop']:.3f} "
+                  f"= {c['black_minus_crop']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]")  # fmt: skip
     figures = {}
     if runs:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from lightning_inv.protocols.views import (
     Translate,
     TranslationSequence,
 )
+from lightning_inv.statistics import paired_difference
 
 
 @dataclass(frozen=True)
@@ -215,3 +217,26 @@ def build_experiments(
             if preset.probe and protocol.ordered:
                 probed.add(protocol.key)
     return list(protocols.values()), probed
+
+
+def table1_contrast(
+    results: dict[str, Any],
+    measures: Sequence[str] = ("p_top1_change", "mac"),
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The paper's contrast in one number per measure: per image, the mean over the Black sizes
+    (s > 1) minus the mean over the Crop sizes (s <= 1), with its bootstrap interval over images.
+    ``results``: ``{protocol key: ProtocolResult}`` of one model; empty without ``table1``."""
+    crop = [r for k, r in results.items() if k.startswith("table1_crop_")]
+    black = [r for k, r in results.items() if k.startswith("table1_black_")]
+    if not crop or not black:
+        return {}
+    out: dict[str, Any] = {}
+    for measure in measures:
+        per_crop = np.mean([r.values[measure] for r in crop], axis=0)
+        per_black = np.mean([r.values[measure] for r in black], axis=0)
+        paired = paired_difference(per_black, per_crop, resamples, seed)
+        out[measure] = {"black": float(per_black.mean()), "crop": float(per_crop.mean()),
+                        "black_minus_crop": paired["difference"], "ci95": paired["ci95"]}  # fmt: skip
+    return out

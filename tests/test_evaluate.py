@@ -158,15 +158,14 @@ def test_a_file_that_is_not_a_checkpoint_and_an_empty_folder_are_clear_errors(re
     assert not (tmp_path / "a" / "results.json").exists()
 
 
-def test_feature_sum_curves_are_kept_for_a_bounded_number_of_images():
+def test_feature_sum_curves_are_kept_for_a_bounded_number_of_images(tiny_classifier, digits32):
     """Curves cost T x channels floats per image: only the first few images keep them."""
     import pytorch_lightning as pl
 
     from lightning_inv.data.datamodules import EvalDataModule
     from lightning_inv.evaluation import InvarianceEvaluator
 
-    data = build_eval_dataset("digits", 32, num_images=9)
-    classifier = InvarianceClassifier("resnet10t", pretrained=False, num_classes=10)
+    data, classifier = digits32, tiny_classifier
     evaluator = InvarianceEvaluator(
         classifier, [Translate(canvas=32, fill="black", max_shift=2)], probe=True,
         keep_per_image=True, max_curve_images=4,

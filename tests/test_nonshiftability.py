@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from lightning_inv.backbones import create_backbone
-from lightning_inv.data.datamodules import build_eval_dataset
 from lightning_inv.engine import view_logits
 from lightning_inv.metrics import FeatureSums, Nonshiftability
 from lightning_inv.metrics.nonshiftability import nonshiftability_counts
@@ -27,12 +26,6 @@ def test_hand_case_counts_jumps_of_counted_channels():
     assert result["rate"].item() == pytest.approx(2 / 6)  # 2 jumps over 2 channels x 3 pairs
 
 
-@pytest.fixture(scope="module")
-def photos() -> torch.Tensor:
-    data = build_eval_dataset("sample", 72, num_images=4)
-    return torch.stack([data[i]["image"] for i in range(len(data))])
-
-
 def _vgg_sums(photos: torch.Tensor, modify: str | None) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)  # the same random (timm He-init) weights for both variants
     model, _ = create_backbone("vgg11", num_classes=10, modify=modify)
@@ -43,7 +36,8 @@ def _vgg_sums(photos: torch.Tensor, modify: str | None) -> dict[str, torch.Tenso
 
 
 @pytest.mark.slow
-def test_avgpool_vgg_is_more_shiftable_than_maxpool_vgg(photos):
+def test_avgpool_vgg_is_more_shiftable_than_maxpool_vgg(sample_photos):
+    photos = sample_photos
     # Random weights suffice to show the sampling effect; their sums vary less than a trained
     # net's, so jumps are counted at 5% of the mean instead of the paper's 20%.
     original = _vgg_sums(photos, None)

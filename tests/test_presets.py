@@ -86,3 +86,25 @@ def test_every_preset_fits_small_canvases(canvas):
 def test_unknown_experiment_names_the_choices():
     with pytest.raises(ValueError, match="table1, fig2"):
         build_experiments(["table2"], PresetContext(224, MEAN))
+
+
+def test_table1_contrast_is_the_paired_black_minus_crop_difference_per_image():
+    # Two images. Crop sizes: image 0 changes 0 and 0.25 of its pairs (mean 0.125), image 1 0.25
+    # and 0.25; Black: 0.5 for both. Per image Black - Crop = 0.375 and 0.25 -> mean 0.3125.
+    # Catches: averaging protocols before pairing images the wrong way, Crop - Black.
+    import numpy as np
+
+    from lightning_inv.presets import table1_contrast
+
+    class Result:
+        def __init__(self, values):
+            self.values = {"p_top1_change": np.array(values), "mac": np.array(values)}
+
+    contrast = table1_contrast({"table1_crop_s0.1": Result([0.0, 0.25]),
+                                "table1_crop_s1": Result([0.25, 0.25]),
+                                "table1_black_s1.3": Result([0.5, 0.5]),
+                                "fig2_translate_inpaint": Result([1.0, 1.0])})["p_top1_change"]  # fmt: skip
+    assert contrast["crop"] == 0.1875 and contrast["black"] == 0.5
+    assert contrast["black_minus_crop"] == 0.3125
+    assert 0.25 <= contrast["ci95"][0] <= contrast["ci95"][1] <= 0.375
+    assert table1_contrast({"fig2_translate_inpaint": Result([1.0])}) == {}
