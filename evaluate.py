@@ -648,6 +648,37 @@ def finished_model(
     return rows, per_image, run
 
 
+def record_model(
+    spec: str,
+    position: int,
+    measured: Measured,
+    output: Path,
+    results: dict[str, Any],
+) -> str | None:
+    """Put a measured model into ``results`` and on disk (``results.json`` rewritten, its
+    per-image results saved for ``--resume``, its in-progress states removed); a problem with
+    its data as a message."""
+    evaluator = measured.evaluator
+    if evaluator.skipped and not evaluator.per_image[evaluator.protocols[0].key].num_images:
+        name, reason = evaluator.skipped[0]
+        return (
+            f"{spec}: all {len(evaluator.skipped)} images were unreadable (first: {name}: {reason})"
+        )
+    subsampling = measure_subsampling(evaluator.classifier.model, evaluator.classifier.image_size)
+    results["subsampling"][spec] = {
+        "factor": subsampling.factor,
+        "invariant_fraction": subsampling.invariant_fraction,
+        "layers": [list(layer) for layer in subsampling.layers],
+    }
+    results["models"][spec] = evaluator.results
+    results["skipped"][spec] = [{"image": n, "reason": r} for n, r in evaluator.skipped]
+    save_model_results(model_file(output, position), evaluator.per_image, evaluator.curves)
+    write_json_atomically(output / "results.json", results)  # after every model
+    for stale in (output / "partial").glob(f"model{position}.rank*.pt"):
+        stale.unlink()
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -709,33 +740,16 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(measured, str):
                 print(f"error: {measured}", file=sys.stderr)
                 return 2
-            evaluator = measured.evaluator
             if measured.trainer.global_rank != 0:
                 continue
-            configs[spec] = measured.config
-            namer = image_namer(measured.dataset)
-            if evaluator.skipped and not evaluator.per_image[evaluator.protocols[0].key].num_images:
-                print(f"error: {spec}: all {len(evaluator.skipped)} images were unreadable "
-                      f"(first: {evaluator.skipped[0][0]}: {evaluator.skipped[0][1]})", file=sys.stderr)  # fmt: skip
+            if problem := record_model(spec, position, measured, output, results):
+                print(f"error: {problem}", file=sys.stderr)
                 return 1
-            subsampling = measure_subsampling(
-                evaluator.classifier.model, evaluator.classifier.image_size
-            )
-            results["subsampling"][spec] = {
-                "factor": subsampling.factor,
-                "invariant_fraction": subsampling.invariant_fraction,
-                "layers": [list(layer) for layer in subsampling.layers],
-            }
-            results["models"][spec] = evaluator.results
-            results["skipped"][spec] = [{"image": n, "reason": r} for n, r in evaluator.skipped]
-            per_image[spec] = evaluator.per_image
-            save_model_results(model_file(output, position), evaluator.per_image, evaluator.curves)
-            write_json_atomically(output / "results.json", results)  # after every model
-            for stale in (output / "partial").glob(f"model{position}.rank*.pt"):
-                stale.unlink()
+            configs[spec], namer = measured.config, image_namer(measured.dataset)
+            per_image[spec] = measured.evaluator.per_image
             if args.figures:
-                runs.append(ModelRun.from_evaluator(spec, evaluator, measured.dataset))
-            del evaluator, measured
+                runs.append(ModelRun.from_evaluator(spec, measured.evaluator, measured.dataset))
+            del measured
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     if not is_main:

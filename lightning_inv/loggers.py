@@ -139,21 +139,13 @@ def log_evaluation_to_wandb(
 
 
 def flat_results(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """``{model: {protocol: {metric: value}}}`` -> ``{"protocol/metric/model": value}``.
-
-    Keys start with the protocol, so W&B's default dashboard has one section per protocol;
-    nonshiftability becomes ``protocol/nonshiftability/<layer>/model``.
-    """
-    flat: dict[str, float] = {}
-    for model, protocols in results.items():
-        for key, row in protocols.items():
-            for metric, value in row.items():
-                if isinstance(value, Mapping):
-                    for layer, v in value.items():
-                        flat[f"{key}/{metric}/{layer}/{model}"] = float(v)
-                elif isinstance(value, int | float) and not isinstance(value, bool):
-                    flat[f"{key}/{metric}/{model}"] = float(value)
-    return flat
+    """``{model: {protocol: {metric: value}}}`` -> ``{"protocol/metric/model": value}`` (the CSV
+    logger's keys; intervals as ``metric_ci95_low`` / ``_high``, nonshiftability per layer)."""
+    return {
+        f"{key}/{model}": value
+        for model, rows in results.items()
+        for key, value in model_summary(rows).items()
+    }
 
 
 def per_image_summary(

@@ -90,3 +90,25 @@ def test_wandb_offline_run_holds_numbers_table_and_figures(clean_env, tmp_path):
     assert list(run.glob("run-*.wandb"))  # what `wandb sync` uploads
     media = {p.parent.name for p in run.glob("files/media/**/*") if p.is_file()}
     assert {"table", "figures"} <= media
+
+
+@pytest.mark.slow
+def test_an_evaluation_is_a_wandb_group_with_one_run_per_model(clean_env, tmp_path):
+    """W&B's own runs table compares models: one offline run per model, all in one group, each
+    with its measures as summary keys ``PROTOCOL/MEASURE`` (no model name inside the keys)."""
+    results = {
+        "lite0": {"crop": {"accuracy": 0.5, "accuracy_ci95": [0.4, 0.6]}},
+        "lite0:blurpool": {"crop": {"accuracy": 0.25}},
+    }
+    configs = {model: {"model": model} for model in results}
+    loggers.log_evaluation_to_wandb(tmp_path, "evaluate-group", results, configs, [], {})
+    runs = sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 2
+    # The records W&B syncs later; two runs may start in the same second, so find each by name.
+    second, first = sorted(
+        (path.read_bytes() for path in runs), key=lambda b: b"lite0:blurpool" in b, reverse=True
+    )
+    assert b"evaluate-group" in first and b"evaluate-group" in second
+    assert b"lite0:blurpool" in second and b"lite0:blurpool" not in first
+    assert b"crop/accuracy" in first and b"crop/accuracy_ci95_low" in first
+    assert b"crop/accuracy/lite0" not in first

@@ -2,7 +2,6 @@
 
 from lightning_inv.metrics.classes import (
     Consistency,
-    Count,
     FlipRate,
     Jaggedness,
     MeanAbsoluteChange,
@@ -16,7 +15,6 @@ from lightning_inv.metrics.nonshiftability import FeatureSums, Nonshiftability, 
 
 __all__ = [
     "Consistency",
-    "Count",
     "FeatureSums",
     "FlipRate",
     "Jaggedness",

@@ -143,20 +143,3 @@ class Jaggedness(Metric):
             "mean": (self.transitions / self.images).float(),
             "fraction": (self.jagged / self.images).float(),
         }
-
-
-class Count(Metric):
-    """A plain count, summed over batches and processes (images seen, images skipped)."""
-
-    full_state_update = False
-    is_differentiable = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, count: int | float | Tensor) -> None:
-        self.total = self.total + float(count)
-
-    def compute(self) -> Tensor:
-        return self.total
