@@ -112,9 +112,10 @@ class InvarianceCLI(LightningCLI):
         if self.subcommand != "fit" or config.get("ckpt_path"):
             return
         earlier = [name for name in RUN_ARTIFACTS if (root / name).exists()]
-        if earlier and not config.overwrite:
+        results = [n for n in earlier if n != "config.yaml"]  # a run that failed before training
+        if results and not config.overwrite:  # left only its config: nothing to mix with
             raise RunFolderError(
-                f"{root} holds an earlier run ({', '.join(earlier)}): resume it with --ckpt_path "
+                f"{root} holds an earlier run ({', '.join(results)}): resume it with --ckpt_path "
                 f"{root / 'checkpoints' / 'last.ckpt'}, replace it with --overwrite true, or choose "
                 "another --trainer.default_root_dir"
             )
