@@ -35,7 +35,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from callbacks import RandomStateCheckpoint
 from lightning_inv.data.training import ClassificationDataModule
 from lightning_inv.loggers import finish_wandb
-from lightning_inv.module import DataMismatchError, InvarianceClassifier, NonFiniteLossError
+from lightning_inv.module import (
+    ConfigError,
+    DataMismatchError,
+    InvarianceClassifier,
+    NonFiniteLossError,
+)
 
 RUN_ARTIFACTS = ("checkpoints", "config.yaml", "invariance_history.json", "invariance_test.json",
                  "figures", "wandb")  # fmt: skip
@@ -140,6 +145,17 @@ class ConfigToLoggers(SaveConfigCallback):
                 logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
 
 
+def root_cause(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type ``kind`` in ``error``'s chain of causes, or None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(args: list[str] | None = None) -> int:
     try:
         InvarianceCLI(
@@ -157,8 +173,14 @@ def main(args: list[str] | None = None) -> int:
     except (NonFiniteLossError, DataMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except RunFolderError as err:
+    except (RunFolderError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # jsonargparse wraps errors raised while instantiating classes
+        cause = root_cause(err, ConfigError)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         return 2
     except SIGTERMException:  # Lightning stops after the step; CheckpointOnStop saved last.ckpt
         return 128 + signal.SIGTERM

@@ -34,6 +34,21 @@ class DataMismatchError(ValueError):
     """The data and the classifier disagree (e.g. the number of classes)."""
 
 
+class ConfigError(ValueError):
+    """A setting out of its range; the message names the ``train.py`` flag."""
+
+
+def check_settings(prefix: str, **limits: tuple[float, float | None, float]) -> None:
+    """Raise ``ConfigError`` for the first ``name=(value, low, high)`` outside ``[low, high]``
+    (``high`` None: no upper bound), naming ``--{prefix}.{name}``."""
+    for name, (value, low, high) in limits.items():
+        if value is None:
+            continue
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"--{prefix}.{name} must be {bound}, got {value}")
+
+
 class InvarianceClassifier(pl.LightningModule):
     """Cross-entropy classifier around ``create_backbone(model_name, ...)``.
 
@@ -70,6 +85,11 @@ class InvarianceClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_settings(
+            "model", lr=(lr, 1e-12, None), weight_decay=(weight_decay, 0, None),
+            backbone_lr_scale=(backbone_lr_scale, 0, None), warmup_epochs=(warmup_epochs, 0, None),
+            num_classes=(num_classes, 1, None), image_size=(image_size, 8, 4096),
+        )  # fmt: skip
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         self.model, self.data_config = create_backbone(

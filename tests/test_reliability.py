@@ -249,3 +249,18 @@ def test_train_keeps_one_run_per_folder_and_moves_every_path_with_it(repo_root, 
         "last.ckpt",
     ]
     assert len(list(run.glob("wandb/offline-run-*"))) == 1  # the earlier W&B run went with it
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [("--model.lr=-1", "--model.lr must be >= 1e-12"),
+     ("--data.batch_size=0", "--data.batch_size must be >= 1")],
+)  # fmt: skip
+def test_train_range_errors_name_the_flag(flag, message, repo_root, tmp_path, capsys, monkeypatch):
+    import train
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # not pytest's arguments
+    code = train.main(["fit", "--config", str(repo_root / "configs/digits_smoke.yaml"), flag,
+                       f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"])  # fmt: skip
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()

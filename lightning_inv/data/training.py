@@ -34,6 +34,7 @@ from lightning_inv.data.images import (
     imagefolder_items,
     resolve_labels,
 )
+from lightning_inv.module import check_settings
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -60,6 +61,10 @@ class ClassificationDataModule(pl.LightningDataModule):
         max_train_images: int | None = None,
     ) -> None:
         super().__init__()
+        check_settings(
+            "data", batch_size=(batch_size, 1, None), num_workers=(num_workers, 0, None),
+            max_train_images=(max_train_images, 1, None),
+        )  # fmt: skip
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.augmentation = augmentation
