@@ -205,7 +205,8 @@ class InvarianceEvaluator(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._gather_curves()
-        self.skipped = [s for rank in gather_objects(self.skipped, self.trainer) for s in rank]
+        gathered = [tuple(s) for rank in gather_objects(self.skipped, self.trainer) for s in rank]
+        self.skipped = list(dict.fromkeys(gathered))  # a resumed run meets its skipped files again
         for protocol, measure in zip(self.protocols, self.measures, strict=True):
             result = ProtocolResult.from_states(
                 protocol, measure.compute(), self.layers[protocol.key]
