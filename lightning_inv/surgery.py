@@ -9,16 +9,28 @@
   -> the same conv with stride 1, its norm and activation, then BlurPool(s); a strided 1x1 conv
   (a pointwise projection, which commutes with the blur) -> BlurPool(s) then the conv with stride 1.
   The blur is ``timm.layers.BlurPool2d``.
+- ``aps``: Chaman & Dokmanic (2021), "Truly shift-invariant convolutional neural networks":
+  every stride-2 op becomes its stride-1 version followed by adaptive polyphase sampling
+  (``PolyphaseDown``: per sample, the polyphase component with the largest l2 norm, the same for
+  all channels). A residual block whose main path and shortcut both subsample (timm's ResNet
+  blocks with a ``downsample``) runs at stride 1 as a whole and is followed by one
+  ``PolyphaseDown``, so both branches keep the same phase and their sum stays aligned.
+- ``aps_circular``: ``aps`` with every convolution, pool and blur padded circularly; with global
+  average pooling the network is then exactly invariant to circular shifts of its input.
+- Surgeries combine with ``+`` in order, e.g. ``blurpool+aps`` (blur at stride 1, then APS).
 
-Pretrained weights are kept: only strides, pooling modules and wrappers change.
+Pretrained weights are kept: only strides, padding, pooling modules and wrappers change.
 """
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from timm.layers import BlurPool2d
-from torch import nn
+from torch import Tensor, nn
 
-SURGERIES = ("avgpool", "blurpool")
+SURGERIES = ("avgpool", "blurpool", "aps", "aps_circular")
+_STRIDED_TYPES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, BlurPool2d)
 
 # Modules that may sit between a strided conv and the point where its output has passed the
 # norm and the nonlinearity; the blur goes after the last of them.
@@ -107,11 +119,97 @@ def _blur_strided_ops(model: nn.Module) -> int:
     return changed
 
 
+class PolyphaseDown(nn.Module):
+    """Adaptive polyphase sampling with stride 2 (Chaman & Dokmanic 2021): [B, C, H, W] ->
+    [B, C, ceil(H/2), ceil(W/2)], keeping for each sample the component x[:, :, i::2, j::2]
+    with the largest l2 norm over channels and positions. An odd side is first padded by one
+    row / column circularly. A circular shift of the input permutes the components, so the
+    choice follows the shift: the output is a circular shift of the unshifted output."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-2] % 2 or x.shape[-1] % 2:
+            x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2), mode="circular")
+        components = torch.stack(
+            [x[..., i::2, j::2] for i in (0, 1) for j in (0, 1)], dim=1
+        )  # [B, 4, C, H/2, W/2]
+        choice = components.flatten(2).norm(dim=2).argmax(dim=1)  # [B]
+        return components[torch.arange(len(x), device=x.device), choice]
+
+
+class CircularPad(nn.Module):
+    """Circular padding of ``padding`` px on every side (for pools, which only pad with -inf or
+    zeros)."""
+
+    def __init__(self, padding: tuple[int, int]) -> None:
+        super().__init__()
+        self.padding = padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        top, left = self.padding
+        return F.pad(x, (left, left, top, top), mode="circular")
+
+
+def _is_strided(module: nn.Module) -> bool:
+    return isinstance(module, _STRIDED_TYPES) and max(_pair(module.stride)) > 1
+
+
+def _to_stride_one(module: nn.Module) -> None:
+    """Every strided op inside ``module`` (itself included) at stride 1; only stride 2 is
+    supported (APS with stride 2)."""
+    for name, inner in module.named_modules():
+        if _is_strided(inner):
+            if max(_pair(inner.stride)) != 2:
+                raise ValueError(
+                    f"aps supports stride 2 only; {name or type(inner).__name__} has stride {inner.stride}"
+                )
+            inner.stride = (1, 1) if isinstance(inner, nn.Conv2d) else 1
+
+
+def _aps_strided_ops(model: nn.Module) -> int:
+    """APS surgery in place; returns the number of subsampling points changed."""
+    changed = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            downsample = getattr(child, "downsample", None)
+            whole_block = downsample is not None and any(_is_strided(m) for m in child.modules())
+            if whole_block or _is_strided(child):
+                _to_stride_one(child)
+                setattr(parent, child_name, nn.Sequential(child, PolyphaseDown()))
+                changed += 1
+    return changed
+
+
+def _make_circular(model: nn.Module) -> None:
+    """Circular padding for every conv, pool and blur of ``model`` (in place)."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if "same" in type(child).__name__.lower():
+                raise ValueError(
+                    f"aps_circular needs fixed padding; {type(child).__name__} pads dynamically "
+                    "(TensorFlow 'same'); use modify='aps' for this model"
+                )
+            if isinstance(child, nn.Conv2d) and max(_pair(child.padding)) > 0:
+                child.padding_mode = "circular"
+            elif isinstance(child, nn.MaxPool2d | nn.AvgPool2d) and max(_pair(child.padding)) > 0:
+                padding = _pair(child.padding)
+                child.padding = 0
+                setattr(parent, child_name, nn.Sequential(CircularPad(padding), child))
+            elif isinstance(child, BlurPool2d):
+                child.pad_mode = "circular"
+
+
 def apply_surgery(model: nn.Module, modify: str) -> nn.Module:
-    """Modify ``model`` in place (``"avgpool"`` or ``"blurpool"``) and return it.
+    """Modify ``model`` in place by each ``+``-separated surgery of ``modify`` (``avgpool``,
+    ``blurpool``, ``aps``, ``aps_circular``, e.g. ``blurpool+aps``) and return it.
 
     Raises ``ValueError`` for an unknown surgery, or when the model has nothing to modify.
     """
+    for part in modify.split("+"):
+        _apply_one(model, part)
+    return model
+
+
+def _apply_one(model: nn.Module, modify: str) -> None:
     if modify == "avgpool":
         changed = _replace_maxpools_with_avgpools(model)
         if changed == 0:
@@ -123,9 +221,13 @@ def apply_surgery(model: nn.Module, modify: str) -> nn.Module:
         changed = _blur_strided_ops(model)
         if changed == 0:
             raise ValueError(f"modify='blurpool' found no strided op in {type(model).__name__}")
+    elif modify in ("aps", "aps_circular"):
+        if modify == "aps_circular":
+            _make_circular(model)
+        if _aps_strided_ops(model) == 0:
+            raise ValueError(f"modify={modify!r} found no strided op in {type(model).__name__}")
     else:
         raise ValueError(f"unknown modify={modify!r}; choose one of {', '.join(SURGERIES)} or None")
-    return model
 
 
 def strided_ops(model: nn.Module) -> list[tuple[str, nn.Module]]:

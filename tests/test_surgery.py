@@ -8,7 +8,7 @@ from timm.layers import BlurPool2d
 from torch import nn
 
 from lightning_inv.backbones import create_backbone
-from lightning_inv.surgery import apply_surgery, strided_ops
+from lightning_inv.surgery import PolyphaseDown, apply_surgery, strided_ops
 
 
 def _params(model: nn.Module) -> list[torch.Tensor]:
@@ -77,3 +77,54 @@ def test_unknown_surgery_is_rejected():
     model, _ = create_backbone("resnet18")
     with pytest.raises(ValueError, match="avgpool, blurpool"):
         apply_surgery(model, "antialias")
+
+
+def test_polyphase_down_keeps_one_component_for_all_channels_by_its_norm():
+    # Channel 0 is largest in component (0, 0), channel 1 (much larger) in component (1, 1): the
+    # joint l2 norm picks (1, 1) for both channels. A per-channel choice would mix components.
+    x = torch.zeros(1, 2, 4, 4)
+    x[0, 0, 0::2, 0::2] = 1.0
+    x[0, 1, 1::2, 1::2] = 5.0
+    out = PolyphaseDown()(x)
+    torch.testing.assert_close(out, x[..., 1::2, 1::2])
+    # The choice follows a circular shift: shifted input -> the same values.
+    torch.testing.assert_close(PolyphaseDown()(torch.roll(x, (1, 1), dims=(2, 3))), out)
+    assert PolyphaseDown()(torch.rand(2, 3, 5, 7)).shape == (2, 3, 3, 4)  # odd sides padded
+
+
+def test_aps_circular_resnet18_is_exactly_invariant_to_every_circular_shift():
+    # Chaman & Dokmanic's guarantee: stride-1 ops + polyphase choice + circular padding + global
+    # pooling. Every (dy, dx) in 0..31 of a 32 px input gives the same logits; the unmodified
+    # and the BlurPool network do not (BlurPool only approximates invariance).
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    shifted = torch.cat(
+        [torch.roll(x, (dy, dx), dims=(2, 3)) for dy in range(32) for dx in range(32)]
+    )
+    gaps = {}
+    for modify in ("aps_circular", None, "blurpool"):
+        torch.manual_seed(0)
+        model, _ = create_backbone("resnet18", num_classes=10, modify=modify)
+        with torch.no_grad():
+            base = model.eval()(x)
+            logits = torch.cat([model(chunk) for chunk in shifted.split(256)])
+        gaps[modify] = float((logits - base).abs().max() / base.abs().max())
+    assert gaps["aps_circular"] < 1e-5
+    assert gaps[None] > 0.1 and gaps["blurpool"] > 1e-3
+
+
+def test_aps_keeps_weights_and_wraps_each_subsampling_point():
+    torch.manual_seed(0)
+    plain, _ = create_backbone("resnet18", num_classes=10)
+    torch.manual_seed(0)
+    aps, _ = create_backbone("resnet18", num_classes=10, modify="aps")
+    downs = [m for m in aps.modules() if isinstance(m, PolyphaseDown)]
+    assert len(downs) == 5  # stem conv, max pool, and the first block of layers 2, 3, 4
+    assert not strided_ops(aps)
+    for (name, a), (_, b) in zip(plain.state_dict().items(), aps.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    x = torch.rand(2, 3, 64, 64)
+    assert aps(x).shape == plain(x).shape
+    lite, _ = create_backbone("tf_efficientnet_lite0", modify="blurpool+aps")  # "same" padding
+    assert not strided_ops(lite) and lite(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
+    with pytest.raises(ValueError, match="aps_circular needs fixed padding"):
+        create_backbone("tf_efficientnet_lite0", modify="aps_circular")
