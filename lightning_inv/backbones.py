@@ -173,7 +173,8 @@ def create_backbone(
             Hugging Face hub otherwise (needs network).
         checkpoint: a local file (Lightning checkpoint of this project or a plain state dict) whose
             weights replace the pretrained ones; it must match the architecture after ``modify``.
-        modify: ``None``, ``"avgpool"`` or ``"blurpool"`` (see ``lightning_inv.surgery``).
+        modify: ``None`` or surgeries joined by ``+``: ``"avgpool"``, ``"blurpool"``, ``"aps"``,
+            ``"aps_circular"`` (see ``lightning_inv.surgery``).
         num_classes: size of the classifier; a pretrained 1000-class head is replaced when it differs.
         **timm_kwargs: passed to ``timm.create_model`` (``drop_rate``, ``in_chans``, ...).
 

@@ -55,7 +55,8 @@ class InvarianceClassifier(pl.LightningModule):
     Args:
         model_name: timm model name.
         pretrained: start from ImageNet weights (offline for ``tf_efficientnet_lite0/1/2``).
-        modify: ``None``, ``"avgpool"`` or ``"blurpool"`` surgery.
+        modify: ``None`` or a surgery of ``lightning_inv.surgery``: ``"avgpool"``,
+            ``"blurpool"``, ``"aps"``, ``"aps_circular"``, ``"blurpool+aps"``.
         num_classes: classifier size (the pretrained head is replaced when it differs).
         optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9, Nesterov).
         lr: learning rate of the head; the backbone gets ``lr * backbone_lr_scale``.
@@ -72,7 +73,7 @@ class InvarianceClassifier(pl.LightningModule):
         self,
         model_name: str = "tf_efficientnet_lite0",
         pretrained: bool = True,
-        modify: Literal["avgpool", "blurpool"] | None = None,
+        modify: Literal["avgpool", "blurpool", "aps", "aps_circular", "blurpool+aps"] | None = None,
         num_classes: int = 1000,
         optimizer: Literal["adamw", "sgd"] = "adamw",
         lr: float = 1e-3,

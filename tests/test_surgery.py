@@ -1,4 +1,4 @@
-"""avgpool and blurpool surgery on real timm architectures (random weights: the structure is tested)."""
+"""avgpool, blurpool and APS surgery on real timm architectures (random weights)."""
 
 from __future__ import annotations
 
