@@ -264,3 +264,22 @@ def test_train_range_errors_name_the_flag(flag, message, repo_root, tmp_path, ca
                        f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"])  # fmt: skip
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_saves_last_ckpt_and_exits_non_zero(repo_root, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(repo_root / "train.py"), "fit", "--config",
+         str(repo_root / "configs/digits_smoke.yaml"), "--trainer.max_epochs=50",
+         "--trainer.logger=false", f"--trainer.default_root_dir={run}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert _stop_when(process, run / "invariance_history.json") == 128 + signal.SIGTERM
+    assert "stopped: saved" in process.communicate()[1]
+    checkpoint = torch.load(
+        run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert checkpoint["global_step"] >= 3  # at least the first epoch's steps, then the stop
