@@ -532,6 +532,7 @@ class Measured:
     dataset: Dataset
     trainer: pl.Trainer
     config: dict[str, Any]
+    subsampling: Any
 
 
 def build_model(
@@ -567,6 +568,7 @@ def measure_model(
     except (BackboneError, ValueError, FileNotFoundError) as err:
         return f"{spec}: {err}"
     canvas = classifier.image_size
+    subsampling = measure_subsampling(classifier.model, canvas)
     evaluator = InvarianceEvaluator(
         classifier, protocols, chunk_size=args.chunk_size, probe=args.nonshiftability,
         probe_keys=probed, keep_per_image=True, resamples=args.resamples, seed=args.seed,
@@ -575,7 +577,7 @@ def measure_model(
     done = evaluator.load_partial(partial, restore=is_main)
     remaining = remaining_subset(dataset, done)
     if is_main:
-        print(f"[{spec}] {measure_subsampling(classifier.model, canvas).describe()}")
+        print(f"[{spec}] {subsampling.describe()}")
         resumed = f", {len(done)} already measured (resumed)" if done else ""
         print(
             f"[{spec}] {len(dataset)} images{resumed}, canvas {canvas} px, object scale {object_scale:g}"
@@ -594,9 +596,8 @@ def measure_model(
     except SIGTERMException as stopped:  # Lightning's own stop, after a whole batch
         evaluator.save_partial()
         raise Interrupted(signal.SIGTERM) from stopped
-    return Measured(
-        evaluator, dataset, trainer, run_config(spec, args, canvas, object_scale, protocols)
-    )
+    config = run_config(spec, args, canvas, object_scale, protocols)
+    return Measured(evaluator, dataset, trainer, config, subsampling)
 
 
 def preflight(args: Namespace) -> str | None:
@@ -664,7 +665,7 @@ def record_model(
         return (
             f"{spec}: all {len(evaluator.skipped)} images were unreadable (first: {name}: {reason})"
         )
-    subsampling = measure_subsampling(evaluator.classifier.model, evaluator.classifier.image_size)
+    subsampling = measured.subsampling
     results["subsampling"][spec] = {
         "factor": subsampling.factor,
         "invariant_fraction": subsampling.invariant_fraction,
