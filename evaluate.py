@@ -215,6 +215,12 @@ def build_parser() -> ArgumentParser:
     add("--seed", type=int, default=0)
     add("--batch-size", type=int, default=4, help="images per step (each makes T views)")
     add("--chunk-size", type=int, default=64, help="views per forward pass")
+    add(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="image-decoding worker processes (0: in the main process; use several on a GPU)",
+    )
     add("--accelerator", default="auto")
     add("--devices", default="auto")
     add("--precision", type=str | None, default=None, help="e.g. 16-mixed, bf16-mixed")
@@ -252,6 +258,8 @@ def build_parser() -> ArgumentParser:
 
 def check_args(args: Namespace) -> str | None:
     """The first problem with the flags, as a message that names the flag, else None."""
+    if args.num_workers < 0:
+        return f"--num-workers must be >= 0, got {args.num_workers}"
     positive = {"--batch-size": args.batch_size, "--chunk-size": args.chunk_size,
                 "--resamples": args.resamples, "--num-images": args.num_images or 1,
                 "--image-size": args.image_size or 8}  # fmt: skip
@@ -591,7 +599,9 @@ def measure_model(
     )  # fmt: skip
     try:
         trainer.test(
-            evaluator, datamodule=EvalDataModule(remaining, args.batch_size), verbose=False
+            evaluator,
+            datamodule=EvalDataModule(remaining, args.batch_size, args.num_workers),
+            verbose=False,
         )
     except SIGTERMException as stopped:  # Lightning's own stop, after a whole batch
         evaluator.save_partial()

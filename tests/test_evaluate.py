@@ -252,3 +252,17 @@ def test_a_train_checkpoint_is_evaluated_at_its_training_placement(tmp_path, cap
     assert evaluate.main(args) == 0
     out = capsys.readouterr().out
     assert "canvas 48 px, object scale 0.5" in out and "scale=0.5" in out
+
+
+def test_worker_processes_give_the_same_results(tmp_path):
+    """Images decoded in two worker processes (originals included) measure exactly as in-process."""
+    import evaluate
+
+    flags = [*TINY[:1], "resnet10t", *TINY[3:], "--num-images", "6", "--batch-size", "2",
+             "--protocols", "translate_black", "crop"]  # fmt: skip
+    assert evaluate.main([*flags, "--output", str(tmp_path / "w0")]) == 0
+    assert evaluate.main([*flags, "--num-workers", "2", "--output", str(tmp_path / "w2")]) == 0
+    zero, two = (
+        json.loads((tmp_path / d / "results.json").read_text())["models"] for d in ("w0", "w2")
+    )
+    assert zero == two

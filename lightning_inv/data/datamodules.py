@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -112,4 +113,6 @@ class EvalDataModule(pl.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             collate_fn=collate_skipping,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
         )
