@@ -32,40 +32,69 @@ def check_logits(logits: Tensor, target: Tensor | None = None, min_views: int = 
         )
 
 
-def view_accuracy_sums(logits: Tensor, target: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
-    """Correct (views with the label in the top-k) and total views."""
+def _in_top_k(logits: Tensor, target: Tensor, top_k: int) -> Tensor:
+    """[N, T] bool: the label is among the top-k classes of the view."""
     check_logits(logits, target)
     k = min(top_k, logits.shape[-1])
-    topk = logits.topk(k, dim=-1).indices  # [N, T, k]
-    correct = (topk == target[:, None, None]).any(-1)
-    return correct.sum().float(), torch.tensor(float(correct.numel()), device=logits.device)
+    return (logits.topk(k, dim=-1).indices == target[:, None, None]).any(-1)
+
+
+def _top1_changes(logits: Tensor) -> Tensor:
+    """[N, T-1] bool: the top-1 of view t+1 differs from that of view t."""
+    check_logits(logits, min_views=2)
+    top1 = logits.argmax(-1)
+    return top1[:, 1:] != top1[:, :-1]
+
+
+def _absolute_changes(logits: Tensor) -> Tensor:
+    """[N, T-1]: |p_t[a_t] - p_{t+1}[a_t]| with a_t = argmax p_t (the MAC terms)."""
+    check_logits(logits, min_views=2)
+    probs = logits.float().softmax(-1)
+    top1 = probs[:, :-1].argmax(-1, keepdim=True)
+    return (probs[:, :-1].gather(-1, top1) - probs[:, 1:].gather(-1, top1)).abs()[..., 0]
+
+
+def _absolute_differences(logits: Tensor, target: Tensor) -> Tensor:
+    """[N, T-1]: |p_t[y] - p_{t+1}[y]| of the true class (the MAD terms)."""
+    check_logits(logits, target, min_views=2)
+    p_true = true_class_probability(logits, target)
+    return (p_true[:, 1:] - p_true[:, :-1]).abs()
+
+
+def _agreeing_pairs(logits: Tensor) -> Tensor:
+    """[N]: view pairs (a < b) with the same top-1, sum_c n_c (n_c - 1) / 2 with n_c the views
+    predicting class c."""
+    check_logits(logits, min_views=2)
+    n, _, c = logits.shape
+    top1 = logits.argmax(-1)
+    counts = torch.zeros(n, c, device=logits.device).scatter_add_(
+        1, top1, torch.ones_like(top1, dtype=torch.float)
+    )
+    return (counts * (counts - 1) / 2).sum(-1)
+
+
+def _sums(terms: Tensor) -> tuple[Tensor, Tensor]:
+    return terms.sum().float(), torch.tensor(float(terms.numel()), device=terms.device)
+
+
+def view_accuracy_sums(logits: Tensor, target: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
+    """Correct (views with the label in the top-k) and total views."""
+    return _sums(_in_top_k(logits, target, top_k))
 
 
 def top1_change_sums(logits: Tensor) -> tuple[Tensor, Tensor]:
     """Consecutive pairs whose top-1 differs, and the number of pairs."""
-    check_logits(logits, min_views=2)
-    top1 = logits.argmax(-1)
-    changes = top1[:, 1:] != top1[:, :-1]
-    return changes.sum().float(), torch.tensor(float(changes.numel()), device=logits.device)
+    return _sums(_top1_changes(logits))
 
 
 def mean_absolute_change_sums(logits: Tensor) -> tuple[Tensor, Tensor]:
     """MAC: sum over pairs of |p_t[a_t] - p_{t+1}[a_t]|, a_t = argmax p_t; and the pair count."""
-    check_logits(logits, min_views=2)
-    probs = logits.softmax(-1)
-    top1 = probs[:, :-1].argmax(-1, keepdim=True)
-    change = (probs[:, :-1].gather(-1, top1) - probs[:, 1:].gather(-1, top1)).abs()
-    return change.sum(), torch.tensor(float(change.numel()), device=logits.device)
+    return _sums(_absolute_changes(logits))
 
 
 def mean_absolute_difference_sums(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """MAD (paper Fig. 7): sum over pairs of |p_t[y] - p_{t+1}[y]|; and the pair count."""
-    check_logits(logits, target, min_views=2)
-    p_true = logits.softmax(-1).gather(-1, target[:, None, None].expand(-1, logits.shape[1], 1))[
-        ..., 0
-    ]
-    diff = (p_true[:, 1:] - p_true[:, :-1]).abs()
-    return diff.sum(), torch.tensor(float(diff.numel()), device=logits.device)
+    return _sums(_absolute_differences(logits, target))
 
 
 def jaggedness_counts(logits: Tensor, target: Tensor, top_k: int = 5) -> Tensor:
@@ -77,18 +106,10 @@ def jaggedness_counts(logits: Tensor, target: Tensor, top_k: int = 5) -> Tensor:
 
 
 def consistency_sums(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """Over all pairs (a < b) of views of an image: pairs with the same top-1, and the pair count.
-
-    For T views the agreeing pairs are sum_c n_c (n_c - 1) / 2 with n_c the views predicting c.
-    """
-    check_logits(logits, min_views=2)
-    n, t, c = logits.shape
-    top1 = logits.argmax(-1)
-    counts = torch.zeros(n, c, device=logits.device).scatter_add_(
-        1, top1, torch.ones_like(top1, dtype=torch.float)
-    )
-    agree = (counts * (counts - 1) / 2).sum()
-    return agree, torch.tensor(n * t * (t - 1) / 2, device=logits.device)
+    """Over all pairs (a < b) of views of an image: pairs with the same top-1, and the pair count."""
+    agree = _agreeing_pairs(logits)
+    n, t = logits.shape[:2]
+    return agree.sum(), torch.tensor(n * t * (t - 1) / 2, device=logits.device)
 
 
 def flip_rates(logits: Tensor, distance: int = 1) -> Tensor:
@@ -159,43 +180,28 @@ def consistency(logits: Tensor) -> Tensor:
 
 def view_accuracy_per_image(logits: Tensor, target: Tensor, top_k: int = 1) -> Tensor:
     """[N]: fraction of an image's views with the label in the top-k."""
-    check_logits(logits, target)
-    k = min(top_k, logits.shape[-1])
-    topk = logits.topk(k, dim=-1).indices
-    return (topk == target[:, None, None]).any(-1).float().mean(-1)
+    return _in_top_k(logits, target, top_k).float().mean(-1)
 
 
 def top1_change_per_image(logits: Tensor) -> Tensor:
     """[N]: fraction of an image's consecutive view pairs whose top-1 differs."""
-    check_logits(logits, min_views=2)
-    top1 = logits.argmax(-1)
-    return (top1[:, 1:] != top1[:, :-1]).float().mean(-1)
+    return _top1_changes(logits).float().mean(-1)
 
 
 def mean_absolute_change_per_image(logits: Tensor) -> Tensor:
     """[N]: MAC of each image, mean over pairs of |p_t[a_t] - p_{t+1}[a_t]|."""
-    check_logits(logits, min_views=2)
-    probs = logits.float().softmax(-1)
-    top1 = probs[:, :-1].argmax(-1, keepdim=True)
-    return (probs[:, :-1].gather(-1, top1) - probs[:, 1:].gather(-1, top1)).abs()[..., 0].mean(-1)
+    return _absolute_changes(logits).mean(-1)
 
 
 def mean_absolute_difference_per_image(logits: Tensor, target: Tensor) -> Tensor:
     """[N]: MAD of each image, mean over pairs of |p_t[y] - p_{t+1}[y]|."""
-    check_logits(logits, target, min_views=2)
-    p_true = true_class_probability(logits, target)
-    return (p_true[:, 1:] - p_true[:, :-1]).abs().mean(-1)
+    return _absolute_differences(logits, target).mean(-1)
 
 
 def consistency_per_image(logits: Tensor) -> Tensor:
     """[N]: fraction of all view pairs (a < b) of an image that agree on the top-1."""
-    check_logits(logits, min_views=2)
-    n, t, c = logits.shape
-    top1 = logits.argmax(-1)
-    counts = torch.zeros(n, c, device=logits.device).scatter_add_(
-        1, top1, torch.ones_like(top1, dtype=torch.float)
-    )
-    return (counts * (counts - 1) / 2).sum(-1) / (t * (t - 1) / 2)
+    t = logits.shape[1]
+    return _agreeing_pairs(logits) / (t * (t - 1) / 2)
 
 
 def true_class_probability(logits: Tensor, target: Tensor) -> Tensor:
