@@ -17,6 +17,9 @@
   ``PolyphaseDown``, so both branches keep the same phase and their sum stays aligned.
 - ``aps_circular``: ``aps`` with every convolution, pool and blur padded circularly; with global
   average pooling the network is then exactly invariant to circular shifts of its input.
+- ``rics``: not surgery but input selection (Shifman & Weiss 2024, ``crop_selection.py``): the
+  model sees the crop whose centre maximises a fixed low-passed score, so any classifier, CNN or
+  ViT, gives the same output for shifts that keep that maximum inside the candidate range.
 - Surgeries combine with ``+`` in order, e.g. ``blurpool+aps`` (blur at stride 1, then APS).
 
 Pretrained weights are kept: only strides, padding, pooling modules and wrappers change.
@@ -29,7 +32,9 @@ import torch.nn.functional as F
 from timm.layers import BlurPool2d
 from torch import Tensor, nn
 
-SURGERIES = ("avgpool", "blurpool", "aps", "aps_circular")
+from lightning_inv.crop_selection import add_crop_selection
+
+SURGERIES = ("avgpool", "blurpool", "aps", "aps_circular", "rics")
 _STRIDED_TYPES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, BlurPool2d)
 
 # Modules that may sit between a strided conv and the point where its output has passed the
@@ -221,6 +226,8 @@ def _apply_one(model: nn.Module, modify: str) -> None:
         changed = _blur_strided_ops(model)
         if changed == 0:
             raise ValueError(f"modify='blurpool' found no strided op in {type(model).__name__}")
+    elif modify == "rics":  # not an architecture change: the model sees a selected crop
+        add_crop_selection(model)
     elif modify in ("aps", "aps_circular"):
         if modify == "aps_circular":
             _make_circular(model)
