@@ -46,7 +46,12 @@ from torch.utils.data import Dataset, Subset
 
 from lightning_inv.backbones import OFFLINE_WEIGHTS, BackboneError, checkpoint_placement
 from lightning_inv.data.datamodules import EVAL_DATASETS, EvalDataModule, build_eval_dataset
-from lightning_inv.data.images import LABEL_MODES, LabelMappingError, imagefolder_items
+from lightning_inv.data.images import (
+    LABEL_MODES,
+    LabelMappingError,
+    imagefolder_items,
+    keep_decoded_photos_off_the_heap,
+)
 from lightning_inv.data.samples import imagenet_description
 from lightning_inv.evaluation import Interrupted, InvarianceEvaluator
 from lightning_inv.figures import ModelRun, write_figures
@@ -223,7 +228,12 @@ def build_parser() -> ArgumentParser:
     )
     add("--accelerator", default="auto")
     add("--devices", default="auto")
-    add("--precision", type=str | None, default=None, help="e.g. 16-mixed, bf16-mixed")
+    add("--precision", type=str | None, default=None,
+        help="Lightning precision: 32 (default), bf16-mixed or 16-mixed (autocast)")  # fmt: skip
+    add("--channels-last", action=ActionYesNo(no_prefix="no-"), default=False,
+        help="channels_last weights and inputs (faster on GPUs; same numbers up to rounding)")  # fmt: skip
+    add("--compile", action=ActionYesNo(no_prefix="no-"), default=False,
+        help="torch.compile each model (pays off on GPUs over many images)")  # fmt: skip
     add("--output", type=Path | None, default=None, help="default: runs/evaluate-<time>")
     add(
         "--logger",
@@ -278,7 +288,9 @@ def check_args(args: Namespace) -> str | None:
 def load_classifier(spec: str, args: Namespace) -> tuple[InvarianceClassifier, float | None]:
     """A model from a name, ``name:modify`` or a checkpoint path, and the object scale that a
     ``train.py`` checkpoint trained at (None otherwise)."""
-    overrides = {} if args.image_size is None else {"image_size": args.image_size}
+    overrides: dict[str, Any] = {"channels_last": args.channels_last, "compile": args.compile}
+    if args.image_size is not None:
+        overrides["image_size"] = args.image_size
     if spec.endswith((".ckpt", ".pt", ".pth")) or Path(spec).is_file():
         placement = checkpoint_placement(spec)
         if placement is not None and args.image_size is None:
@@ -691,6 +703,7 @@ def record_model(
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_decoded_photos_off_the_heap()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume is not None:

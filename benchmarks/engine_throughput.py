@@ -1,109 +1,166 @@
 """Engine throughput against the model's bare forward pass, measured in one run.
 
-    python benchmarks/engine_throughput.py [--model tf_efficientnet_lite0] [--batch-size 32]
-        [--device cpu|cuda] [--repeats 3] [--memory]
+    python benchmarks/engine_throughput.py [--model tf_efficientnet_lite0] [--device cpu|cuda]
+        [--precision 32|bf16|fp16] [--channels-last] [--compile] [--repeats 5] [--memory]
 
-Reports views/s for: the bare forward on ready tensors (the limit), and the engine (view
-generation + forward) for translate with inpainting, crop and random_location; the inpainting's
-cost relative to the forward of the same views; with --memory, the peak RSS of a metric run over
-N = 100 and N = 1,000 images (tiny model, fresh process each) to show it does not grow with N.
+For every protocol of the paper presets (the default evaluation's table1, fig2, fig6, fig10 and
+fig9, zhang2019, aps2021, imagenet_p) at the model's canvas, plus the three historical keys
+(translate_inpaint, crop, random_location at object scale 0.5):
+
+- ``<key>_ratio_to_bare``: time of the bare forward pass over the very views the protocol makes
+  (same count, same chunks of ``--batch-size``) divided by the time of the engine (view
+  generation + forward). 1.0 = view generation is free.
+- ``inpaint_fraction_of_forward`` (translate at object scale 0.75) and
+  ``inpaint_fraction_of_forward_random_location_s0.3``: the extra time of making the views with
+  the inpainted background instead of the mean colour, divided by the forward of those views.
+
+Each ratio is the median over ``--repeats`` rounds of (bare time / engine time) with the two
+timed back to back in every round, after one warm-up, all in this one run: a slow moment of the
+machine hits both sides of a round, so ratios compare like with like. The random photos are
+ImageNet-sized (375 x 500). With --memory,
+the peak RSS of a metric run over N = 100 and N = 1,000 images (tiny model, fresh process each)
+shows that memory does not grow with N.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
 from lightning_inv.engine import view_logits
 from lightning_inv.module import InvarianceClassifier
-from lightning_inv.protocols import Crop, RandomLocation, Translate, inpaint
+from lightning_inv.presets import PresetContext, build_experiments
+from lightning_inv.protocols import Crop, RandomLocation, Translate
+
+PRESETS = ("table1", "fig2", "fig6", "fig9", "zhang2019", "aps2021", "imagenet_p")
 
 
-def _time(fn, repeats: int, sync) -> float:
+def _seconds(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def _median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
     fn()  # warm-up
     sync()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return statistics.median(_seconds(fn, sync) for _ in range(repeats))
+
+
+def _paired(
+    first: Callable[[], object],
+    second: Callable[[], object],
+    repeats: int,
+    sync: Callable[[], None],
+) -> tuple[float, float, float]:
+    """(median first s, median second s, median of first / second over back-to-back rounds)."""
+    first(), second()  # warm-up
+    sync()
+    rounds = [(_seconds(first, sync), _seconds(second, sync)) for _ in range(repeats)]
+    return (
+        statistics.median(a for a, _ in rounds),
+        statistics.median(b for _, b in rounds),
+        statistics.median(a / b for a, b in rounds),
+    )
+
+
+def _protocols(canvas: int, mean: tuple[float, ...]) -> dict:
+    context = PresetContext(canvas=canvas, mean=mean)
+    protocols, _ = build_experiments(PRESETS, context)
+    table = {p.key: p for p in protocols}
+    table["translate_inpaint"] = Translate(canvas=canvas, fill="inpaint", mean=mean)
+    table["crop"] = Crop(canvas=canvas)
+    table["random_location"] = RandomLocation(canvas=canvas, scale=0.5, fill="inpaint", mean=mean)
+    return table
 
 
 def throughput(args: argparse.Namespace) -> dict[str, float]:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    torch.manual_seed(0)
     model = InvarianceClassifier(args.model, pretrained=False).to(device).eval()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if args.compile else model
     size = model.image_size
-    mean = model.data_config["mean"]
-    images = torch.rand(args.images, 3, size, size, device=device)
-    indices = torch.arange(args.images)
-    protocols = {
-        "translate_inpaint": Translate(
-            canvas=size, max_shift=args.images_views // 2, fill="inpaint", mean=mean
-        ),
-        "crop": Crop(canvas=size, margin=args.images_views - 1, steps=args.images_views),
-        "random_location": RandomLocation(canvas=size, scale=0.5, fill="inpaint", mean=mean),
-    }
-    results = {}
-    ready = torch.rand(args.batch_size, 3, size, size, device=device)
-    with torch.no_grad(), torch.autocast(device.type, enabled=args.amp):
-        bare = _time(lambda: model(ready), args.repeats, sync)
+    mean = tuple(model.data_config["mean"])
+    dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    results: dict[str, float] = {}
+
+    def run_forward(views: torch.Tensor) -> None:
+        for start in range(0, len(views), args.batch_size):
+            forward(views[start : start + args.batch_size])
+
+    with torch.no_grad(), autocast:
+        ready = torch.rand(args.batch_size, 3, size, size, device=device)
+        bare = _median_time(lambda: forward(ready), args.repeats, sync)
         results["bare_forward_views_per_s"] = args.batch_size / bare
-        for name, protocol in protocols.items():
-            batch = (
-                images
-                if protocol.num_views > 1
-                else torch.rand(args.batch_size, 3, size, size, device=device)
-            )
-            idx = indices if protocol.num_views > 1 else torch.arange(args.batch_size)
-            seconds = _time(
-                lambda p=protocol, b=batch, i=idx: view_logits(model, p, b, i, args.batch_size),
+        for key, protocol in _protocols(size, mean).items():
+            count = math.ceil(args.batch_size / protocol.num_views)  # >= one full chunk
+            images = torch.rand(count, 3, size, size, device=device)
+            photos = [torch.rand(3, 375, 500, device=device) for _ in range(count)]
+            indices = torch.arange(count)
+            views = protocol(images, indices, photos if protocol.uses_original else None)
+            flat = views.flatten(0, 1).contiguous()
+            _, engine_time, ratio = _paired(
+                lambda f=flat: run_forward(f),
+                lambda p=protocol, b=images, i=indices, o=photos: view_logits(
+                    forward, p, b, i, args.batch_size, originals=o
+                ),
                 args.repeats,
                 sync,
             )
-            views = len(batch) * protocol.num_views
-            results[f"{name}_views_per_s"] = views / seconds
-            results[f"{name}_ratio_to_bare"] = (
-                results[f"{name}_views_per_s"] / results["bare_forward_views_per_s"]
+            results[f"{key}_views_per_s"] = len(flat) / engine_time
+            results[f"{key}_ratio_to_bare"] = ratio
+        for name, protocol in {
+            "inpaint_fraction_of_forward": Translate(canvas=size, fill="inpaint", mean=mean),
+            "inpaint_fraction_of_forward_random_location_s0.3": RandomLocation(
+                canvas=size, scale=0.3, fill="inpaint", mean=mean
+            ),
+        }.items():
+            count = math.ceil(args.batch_size / protocol.num_views)  # >= one full chunk
+            images = torch.rand(count, 3, size, size, device=device)
+            indices = torch.arange(count)
+            plain = type(protocol)(**{**vars(protocol), "fill": "mean"})
+            inpainted, filled, _ = _paired(
+                lambda p=protocol, b=images, i=indices: p(b, i),
+                lambda p=plain, b=images, i=indices: p(b, i),
+                args.repeats,
+                sync,
             )
-        views = protocols["translate_inpaint"](images[:1], indices[:1])[0][: args.batch_size]
-        known = torch.zeros(len(views), 1, size, size, dtype=torch.bool, device=device)
-        side = protocols["translate_inpaint"].side
-        known[
-            ...,
-            (size - side) // 2 : (size - side) // 2 + side,
-            (size - side) // 2 : (size - side) // 2 + side,
-        ] = True
-        cost = _time(lambda: inpaint(views * 255, known), args.repeats, sync)
-        forward = _time(lambda: model(views), args.repeats, sync)
-        results["inpaint_fraction_of_forward"] = cost / forward
+            flat = protocol(images, indices).flatten(0, 1).contiguous()
+            forward_time = _median_time(lambda f=flat: run_forward(f), args.repeats, sync)
+            results[name] = max(0.0, inpainted - filled) / forward_time
     return results
 
 
 MEMORY_CHILD = """
 import resource, torch
 from lightning_inv.engine import view_logits
-from lightning_inv.evaluation import metrics_for
+from lightning_inv.measure import ProtocolMeasures
 from lightning_inv.protocols import Translate
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
 protocol = Translate(canvas=32, scale=0.5, max_shift=4, fill="inpaint")
-measures = metrics_for(protocol)
+measure = ProtocolMeasures(protocol, keep_views=True)
 for start in range(0, {n}, 50):
     images = torch.rand(50, 3, 16, 16)
-    logits, _ = view_logits(model, protocol, images, torch.arange(start, start + 50))
-    labels = torch.randint(0, 10, (50,))
-    for metric in measures.values():
-        metric.update(logits, labels)
+    indices = torch.arange(start, start + 50)
+    logits, _ = view_logits(model, protocol, images, indices)
+    measure.update(logits, torch.randint(0, 10, (50,)), indices)
+measure.compute()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -127,27 +184,35 @@ def main() -> None:
     )
     parser.add_argument("--model", default="tf_efficientnet_lite0")
     parser.add_argument("--batch-size", type=int, default=32, help="views per forward pass")
-    parser.add_argument("--images", type=int, default=2, help="images per protocol call")
-    parser.add_argument(
-        "--images-views", type=int, default=16, help="views per image (translate, crop)"
-    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--precision", choices=("32", "bf16", "fp16"), default="32", help="autocast dtype"
+    )
+    parser.add_argument("--channels-last", action="store_true", help="channels_last model")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--repeats", type=int, default=5, help="timings per number (median)")
     parser.add_argument(
         "--memory", action="store_true", help="also measure peak RSS for N=100 and N=1000"
     )
+    parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args()
-    results = {"model": args.model, "device": args.device, "threads": torch.get_num_threads()}
+    results = {
+        "model": args.model,
+        "device": args.device,
+        "precision": args.precision,
+        "threads": torch.get_num_threads(),
+    }
     if args.memory:  # first, in fresh child processes, before this one loads a model
         results.update(memory())
     results.update(throughput(args))
     results["this_process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        json.dumps(
-            {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}, indent=2
-        )
+    text = json.dumps(
+        {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}, indent=2
     )
+    print(text)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text + "\n")
 
 
 if __name__ == "__main__":

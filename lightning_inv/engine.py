@@ -27,6 +27,7 @@ def view_logits(
     chunk_size: int = 256,
     probe: FeatureSums | None = None,
     originals: Sequence[Tensor] | None = None,
+    validate_args: bool = True,
 ) -> tuple[Tensor, LayerResponses]:
     """Logits of every view of every image.
 
@@ -39,12 +40,13 @@ def view_logits(
         probe: optional ``FeatureSums`` registered on the model; its records are returned per layer.
         originals: the original photos (B tensors [3, h, w] in [0, 1]) for the protocols that cut
             from the photo (``protocol.uses_original``).
+        validate_args: check the images' value range (see ``Protocol.__call__``).
 
     Returns:
         ``(logits [B, T, C] float32, {layer: (sums [B, T, K], spatial maxima [B, T, K])})`` (the
         dict is empty without a probe).
     """
-    views = protocol(images, indices, originals if protocol.uses_original else None)
+    views = protocol(images, indices, originals if protocol.uses_original else None, validate_args)
     b, t = views.shape[:2]
     flat = views.flatten(0, 1)
     if probe is not None:

@@ -133,7 +133,7 @@ class InvarianceEvaluator(pl.LightningModule):
         indices = batch.get("index", torch.arange(len(images)))
         responses = measure_batch(
             self, self.protocols, list(self.measures), images, labels, indices,
-            batch.get("original"), self.chunk_size, self.probe,
+            batch.get("original"), self.chunk_size, self.probe, validate_args=batch_idx == 0,
         )  # fmt: skip
         for key, layers in responses.items():
             if not layers:

@@ -90,6 +90,9 @@ def _state(name: str) -> str:
     return f"value_{name}"
 
 
+CONSOLIDATE_EVERY = 16  # updates between joins of the list states (see ``_consolidate``)
+
+
 class ProtocolMeasures(Metric):
     """Per-image values of the measures that ``protocol.measures`` declares, plus (optionally)
     the per-view true-class probability and top-1, and per-layer nonshiftability.
@@ -161,6 +164,19 @@ class ProtocolMeasures(Metric):
             sums, peaks = responses[layer]
             value = nonshiftability_per_image(sums, peaks, self.threshold, self.relative_change)
             getattr(self, f"shift_{position}").append(value)
+        self._consolidate()
+
+    def _consolidate(self) -> None:
+        """Every ``CONSOLIDATE_EVERY`` updates, join each list state into one tensor. Thousands
+        of small tensors kept for the whole run, allocated between the large short-lived views of
+        each batch, fragment the heap: resident memory then grew by ~30-390 KB per image
+        (``benchmarks/scale_run.py``); joined states keep it flat. The values are unchanged (``compute`` concatenates anyway)."""
+        if len(self.index) < CONSOLIDATE_EVERY:
+            return
+        for name in self._defaults:
+            state = getattr(self, name)
+            if isinstance(state, list) and len(state) > 1:
+                setattr(self, name, [torch.cat(state)])
 
     def compute(self) -> dict[str, Tensor]:
         names = ["index", "label", *map(_state, self.protocol.measures)]
@@ -260,14 +276,16 @@ def measure_batch(
     originals: Sequence[Tensor] | None = None,
     chunk_size: int = 256,
     probe: FeatureSums | None = None,
+    validate_args: bool = True,
 ) -> dict[str, LayerResponses]:
     """Push one batch through every protocol and update its measures; returns the probe's
-    feature records per protocol key (empty where the protocol has no probed layers)."""
+    feature records per protocol key (empty where the protocol has no probed layers).
+    ``validate_args``: check the images' value range (the first batch is enough)."""
     responses: dict[str, LayerResponses] = {}
     for protocol, measure in zip(protocols, measures, strict=True):
         use_probe = probe if measure.layers else None
         logits, recorded = view_logits(
-            model, protocol, images, indices, chunk_size, use_probe, originals
+            model, protocol, images, indices, chunk_size, use_probe, originals, validate_args
         )
         measure.update(logits, labels, indices.to(labels.device), recorded)
         responses[protocol.key] = recorded

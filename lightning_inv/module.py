@@ -56,7 +56,8 @@ class InvarianceClassifier(pl.LightningModule):
         model_name: timm model name.
         pretrained: start from ImageNet weights (offline for ``tf_efficientnet_lite0/1/2``).
         modify: ``None`` or a surgery of ``lightning_inv.surgery``: ``"avgpool"``,
-            ``"blurpool"``, ``"aps"``, ``"aps_circular"``, ``"blurpool+aps"``.
+            ``"blurpool"``, ``"aps"``, ``"aps_circular"``, ``"blurpool+aps"``, ``"rics"`` (crop
+            selection, any model).
         num_classes: classifier size (the pretrained head is replaced when it differs).
         optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9, Nesterov).
         lr: learning rate of the head; the backbone gets ``lr * backbone_lr_scale``.
@@ -67,13 +68,18 @@ class InvarianceClassifier(pl.LightningModule):
         schedule_epochs: length of the cosine decay in epochs (default: ``trainer.max_epochs``);
             fix it to keep the schedule when a run is stopped early or resumed with more epochs.
         image_size: input resolution; ``None`` uses the model's default (timm data config).
+        channels_last: keep weights and inputs in ``torch.channels_last`` memory format (faster
+            convolutions on GPUs with tensor cores; same numbers up to float rounding).
+        compile: ``torch.compile`` the backbone in place (state dict keys unchanged); the first
+            batches are slow while it compiles.
     """
 
     def __init__(
         self,
         model_name: str = "tf_efficientnet_lite0",
         pretrained: bool = True,
-        modify: Literal["avgpool", "blurpool", "aps", "aps_circular", "blurpool+aps"] | None = None,
+        modify: Literal["avgpool", "blurpool", "aps", "aps_circular", "blurpool+aps", "rics"]
+        | None = None,
         num_classes: int = 1000,
         optimizer: Literal["adamw", "sgd"] = "adamw",
         lr: float = 1e-3,
@@ -83,6 +89,8 @@ class InvarianceClassifier(pl.LightningModule):
         warmup_epochs: float = 0.0,
         image_size: int | None = None,
         schedule_epochs: float | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -99,6 +107,11 @@ class InvarianceClassifier(pl.LightningModule):
         self.model.train()  # create_backbone returns eval mode; Lightning keeps modules' modes
         if image_size is not None:
             self.data_config["input_size"] = (3, image_size, image_size)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if compile:
+            self.model.compile()
         mean = torch.tensor(self.data_config["mean"]).view(1, 3, 1, 1)
         std = torch.tensor(self.data_config["std"]).view(1, 3, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
@@ -149,7 +162,7 @@ class InvarianceClassifier(pl.LightningModule):
 
     def forward(self, images: Tensor) -> Tensor:
         """Images [B, 3, H, W] in [0, 1] -> logits [B, num_classes]."""
-        return self.model(self.normalize(images))
+        return self.model(self.normalize(images).contiguous(memory_format=self.memory_format))
 
     def _check_labels(self, labels: Tensor) -> None:
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):

@@ -266,3 +266,55 @@ def test_worker_processes_give_the_same_results(tmp_path):
         json.loads((tmp_path / d / "results.json").read_text())["models"] for d in ("w0", "w2")
     )
     assert zero == two
+
+
+def _close(first, second, tolerance=1e-4):
+    """Two results.json ``models`` dicts equal, floats to ``tolerance``."""
+    if isinstance(first, dict):
+        return first.keys() == second.keys() and all(_close(first[k], second[k]) for k in first)
+    if isinstance(first, list):
+        return len(first) == len(second) and all(map(_close, first, second))
+    if isinstance(first, float):
+        return abs(first - second) <= tolerance
+    return first == second
+
+
+def test_channels_last_and_rics_run_end_to_end(tmp_path):
+    """--channels-last measures what the default layout measures (to float rounding); NAME:rics
+    evaluates as a model of its own, with numbers that differ from the plain model's (a
+    modifier that was parsed but not applied would give the same)."""
+    import evaluate
+
+    flags = [*TINY[:1], "resnet10t", "resnet10t:rics", *TINY[3:], "--protocols",
+             "translate_inpaint", "crop"]  # fmt: skip
+    assert evaluate.main([*flags, "--output", str(tmp_path / "plain")]) == 0
+    assert evaluate.main([*flags, "--channels-last", "--output", str(tmp_path / "cl")]) == 0
+    plain, last = (
+        json.loads((tmp_path / d / "results.json").read_text())["models"] for d in ("plain", "cl")
+    )
+    assert _close(plain, last)
+    assert plain["resnet10t"] != plain["resnet10t:rics"]
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_numbers(tmp_path):
+    """--compile (torch.compile of each backbone, nonshiftability hooks included)."""
+    import evaluate
+
+    flags = [
+        *TINY[:1],
+        "resnet10t",
+        *TINY[3:],
+        "--num-images",
+        "3",
+        "--experiment",
+        "fig2",
+        "fig10",
+    ]
+    assert evaluate.main([*flags, "--output", str(tmp_path / "eager")]) == 0
+    assert evaluate.main([*flags, "--compile", "--output", str(tmp_path / "compiled")]) == 0
+    eager, compiled = (
+        json.loads((tmp_path / d / "results.json").read_text())["models"]
+        for d in ("eager", "compiled")
+    )
+    assert _close(eager, compiled)

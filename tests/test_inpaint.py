@@ -8,6 +8,7 @@ import torch
 from scipy.signal import convolve2d
 
 from lightning_inv.protocols import binomial_kernel, inpaint
+from lightning_inv.protocols.inpaint import correlate_valid, inpaint_boxes
 
 
 def reference_inpaint(image: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -73,3 +74,91 @@ def test_bad_input_is_rejected():
         inpaint(torch.rand(1, 3, 8, 8), torch.zeros(1, 1, 8, 8, dtype=torch.bool))
     with pytest.raises(ValueError, match="known"):
         inpaint(torch.rand(1, 3, 8, 8), torch.ones(1, 3, 8, 8, dtype=torch.bool))
+
+
+def _random_boxes(rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:
+    """Rectangles anywhere, edge-touching, 1 px and whole-frame ones included."""
+    boxes = []
+    for _ in range(count):
+        top, bottom = sorted(rng.integers(0, height, size=2))
+        left, right = sorted(rng.integers(0, width, size=2))
+        boxes.append([top, left, bottom, right])
+    boxes[0] = [0, 0, height - 1, width - 1]  # nothing to fill: zero passes
+    boxes[1] = [height - 1, width - 1, height - 1, width - 1]  # one pixel in the far corner
+    return np.array(boxes)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_band_inpainting_equals_the_full_frame_definition(seed):
+    """inpaint_boxes only computes the band each pass adds. Catches: a band one row short or long
+    (the growth is 5 px before and 6 px after, not symmetric), a corner written by neither band,
+    a stale corner from the second band, frame edges treated as known, too few passes."""
+    rng = np.random.default_rng(seed)
+    height, width = 29, 41
+    boxes = _random_boxes(rng, 12, height, width)
+    images = torch.from_numpy(rng.uniform(0, 255, size=(12, 3, height, width)))
+    known = torch.zeros(12, 1, height, width, dtype=torch.bool)
+    for b, (top, left, bottom, right) in enumerate(boxes):
+        known[b, 0, top : bottom + 1, left : right + 1] = True
+    expected = inpaint(images, known)
+    for method in ("adds", "conv"):
+        out = inpaint_boxes(images, torch.from_numpy(boxes), method=method)
+        torch.testing.assert_close(out, expected, atol=1e-9, rtol=0)
+    reference = reference_inpaint(images[2].numpy(), known[2, 0].numpy())
+    np.testing.assert_allclose(
+        inpaint_boxes(images[2:3], torch.from_numpy(boxes[2:3]))[0], reference, atol=1e-6
+    )
+
+
+def test_band_inpainting_reads_only_the_boxes():
+    """Pixels outside a box are unknown whatever they hold (placement leaves zeros there, but a
+    caller may not): the result must not depend on them."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 20, 24) * 255
+    boxes = torch.tensor([[5, 6, 12, 15], [0, 0, 3, 3]])
+    noisy = images + 1000 * torch.rand_like(images)
+    for b, (top, left, bottom, right) in enumerate(boxes.tolist()):
+        noisy[b, :, top : bottom + 1, left : right + 1] = images[
+            b, :, top : bottom + 1, left : right + 1
+        ]
+    torch.testing.assert_close(inpaint_boxes(noisy, boxes), inpaint_boxes(images, boxes))
+
+
+def test_blur_methods_agree():
+    """Shifted adds (CPU) and depthwise conv2d (GPU) are the same correlation, on both axes."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 4, 19, 23, dtype=torch.float64)
+    kernel = binomial_kernel(dtype=torch.float64)
+    for dim in (-1, -2):
+        adds = correlate_valid(x, kernel, dim, "adds")
+        conv = correlate_valid(x, kernel, dim, "conv")
+        assert adds.shape[dim] == x.shape[dim] - 11
+        torch.testing.assert_close(adds, conv)
+    manual = sum(kernel[k] * x[..., k : k + 12] for k in range(12))
+    torch.testing.assert_close(correlate_valid(x, kernel, -1)[..., :12], manual)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_band_inpainting_on_cuda_matches_cpu():
+    """The CUDA path (depthwise conv2d, passes replayed from a captured CUDA graph) gives the
+    CPU numbers, also on the second and third call of a shape: a replay that kept the first
+    call's images or rectangles would fail here."""
+    rng = np.random.default_rng(3)
+    boxes = torch.from_numpy(_random_boxes(rng, 8, 64, 64))
+    moved = boxes.clone()
+    moved[2:, [0, 2]] = (moved[2:, [0, 2]] // 2).clamp(max=63)  # other rectangles
+    for images, rectangles in (
+        (torch.rand(8, 3, 64, 64) * 255, boxes),
+        (torch.rand(8, 3, 64, 64) * 255, boxes),
+        (torch.rand(8, 3, 64, 64) * 255, moved),
+    ):
+        cpu = inpaint_boxes(images, rectangles)
+        gpu = inpaint_boxes(images.cuda(), rectangles).cpu()
+        torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=1e-5)
+
+
+def test_bad_boxes_are_rejected():
+    with pytest.raises(ValueError, match="rectangle inside"):
+        inpaint_boxes(torch.rand(1, 3, 8, 8), torch.tensor([[0, 0, 8, 3]]))
+    with pytest.raises(ValueError, match="rectangle inside"):
+        inpaint_boxes(torch.rand(1, 3, 8, 8), torch.tensor([[4, 0, 3, 3]]))

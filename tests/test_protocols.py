@@ -19,6 +19,7 @@ from lightning_inv.protocols import (
     WorstOfK,
     create_protocol,
     place,
+    resize,
 )
 
 
@@ -173,3 +174,20 @@ def test_bad_parameters_fail_before_any_compute(make, message):
 def test_bad_images_are_rejected(images, message):
     with pytest.raises(ValueError, match=message):
         Crop(canvas=16)(images)
+
+
+def test_scale_inpaints_all_sizes_at_once_with_the_same_numbers():
+    """Scale fills every size in one inpainting call (compose_many): the views must equal one
+    compose per size (a split in the wrong order would swap sizes)."""
+    from lightning_inv.protocols import compose
+
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 40, 40)
+    protocol = Scale(canvas=40, min_scale=0.5, max_scale=0.6, fill="inpaint")
+    views = protocol(images)
+    for t, side in enumerate(protocol.positions):
+        top = (40 - side) // 2
+        expected = compose(
+            resize(images, side), torch.tensor([[top, top]] * 2), 40, "inpaint", protocol.mean
+        )
+        torch.testing.assert_close(views[:, t], expected)

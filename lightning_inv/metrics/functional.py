@@ -26,7 +26,9 @@ def check_logits(logits: Tensor, target: Tensor | None = None, min_views: int = 
         return
     if target.shape != logits.shape[:1]:
         raise ValueError(f"target must be [N] = [{logits.shape[0]}]; got {tuple(target.shape)}")
-    if target.numel() and (target.min() < 0 or target.max() >= logits.shape[-1]):
+    if target.is_cuda:  # no host-device synchronisation per batch: a device-side assert
+        torch._assert_async(((target >= 0) & (target < logits.shape[-1])).all())
+    elif target.numel() and (target.min() < 0 or target.max() >= logits.shape[-1]):
         raise ValueError(
             f"target labels must be in [0, {logits.shape[-1]}); got {int(target.min())}..{int(target.max())}"
         )

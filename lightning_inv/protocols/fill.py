@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lightning_inv.protocols.inpaint import inpaint
+from lightning_inv.protocols.inpaint import inpaint, inpaint_boxes
 from lightning_inv.protocols.placement import place
 
 FILL_MODES = ("mean", "black", "edge", "inpaint")
@@ -33,24 +33,65 @@ def compose(
     mean: Sequence[float] = (0.485, 0.456, 0.406),
 ) -> Tensor:
     """Place ``objects`` [N, 3, h, w] (RGB in [0, 1]) at integer ``offsets`` [N, 2] on a canvas and
-    fill the rest; returns [N, 3, canvas, canvas] in [0, 1]."""
+    fill the rest; returns [N, 3, canvas, canvas] in [0, 1]. Keep ``offsets`` on the CPU: the
+    inpainting plans its passes from them without waiting for the device."""
     check_fill(fill)
     views, known = place(objects, offsets, canvas, mode="clamp" if fill == "edge" else "zeros")
     if fill == "edge":  # the placement already repeated the edge pixels
         return views
-    return fill_unknown(views, known, fill, mean)
+    return fill_unknown(views, known, fill, mean, boxes=known_boxes(objects, offsets, canvas))
+
+
+def compose_many(
+    parts: Sequence[tuple[Tensor, Tensor]],
+    canvas: int,
+    fill: str,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+) -> list[Tensor]:
+    """``compose`` for several (objects, offsets) pairs of different object sizes with one fill
+    call over all of them (one inpainting instead of one per size); same results."""
+    if fill == "edge":
+        return [compose(objects, offsets, canvas, fill, mean) for objects, offsets in parts]
+    placed = [place(objects, offsets, canvas) for objects, offsets in parts]
+    boxes = torch.cat([known_boxes(o, c, canvas) for o, c in parts])
+    views = torch.cat([v for v, _ in placed])
+    known = torch.cat([k for _, k in placed])
+    filled = fill_unknown(views, known, fill, mean, boxes=boxes)
+    return list(filled.split([len(v) for v, _ in placed]))
+
+
+def known_boxes(objects: Tensor, offsets: Tensor, canvas: int) -> Tensor:
+    """The canvas rectangle [N, 4] (top, left, bottom, right; inclusive; CPU) that each object
+    placed at ``offsets`` covers. Raises ``ValueError`` for an object entirely off the canvas."""
+    height, width = objects.shape[-2:]
+    corner = offsets.to("cpu", torch.long)
+    top_left = corner.clamp(min=0)
+    bottom_right = (corner + torch.tensor([height, width])).clamp(max=canvas) - 1
+    if bool((top_left > bottom_right).any()):
+        raise ValueError(
+            f"an object of {height} x {width} px placed at {corner.tolist()} misses the "
+            f"{canvas} px canvas entirely; nothing to inpaint from"
+        )
+    return torch.cat([top_left, bottom_right], dim=1)
 
 
 def fill_unknown(
-    views: Tensor, known: Tensor, fill: str, mean: Sequence[float] = (0.485, 0.456, 0.406)
+    views: Tensor,
+    known: Tensor,
+    fill: str,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    boxes: Tensor | None = None,
 ) -> Tensor:
     """Fill the pixels of ``views`` [N, 3, H, W] (zeros there) where ``known`` [N, 1, H, W] is
     False: ``mean`` colour, ``black`` (left as zeros) or ``inpaint``. ``edge`` needs the placement
-    (``compose``) and is refused here."""
+    (``compose``) and is refused here. ``boxes`` [N, 4] (CPU): ``known`` is exactly these
+    rectangles, which lets the inpainting work on bands (``inpaint_boxes``, same numbers)."""
     check_fill(fill)
     if fill == "mean":
         colour = torch.tensor(mean, dtype=views.dtype, device=views.device).view(1, 3, 1, 1)
         return torch.where(known, views, colour)
+    if fill == "inpaint" and boxes is not None:
+        return inpaint_boxes(views * 255.0, boxes) / 255.0
     if fill == "inpaint" and not bool(known.all()):
         return inpaint(views * 255.0, known) / 255.0
     if fill == "edge":
