@@ -8,6 +8,11 @@ fixed, seeded set of held-out images through the current model:
 * ``translate``: the image at the training object scale, shifted -N..N px: accuracy, accuracy at
   shift 0 (``centred_accuracy``), P(top-1 change), jaggedness, consistency, MAC/MAD.
 
+With ``sets`` (``InvarianceSet``), it measures several named sets instead, each restricted to a
+canvas region and object scales, optionally with thinned or thickened objects; their keys start
+with the set's name (``unseen_random_location_black_s0.4/accuracy``, ``unseen_translate_black/
+p_top1_change``). The typicality study (README) compares a ``seen`` and an ``unseen`` region.
+
 It measures with the same core as ``evaluate.py`` (``lightning_inv.measure``), so a protocol has
 the same result key and measures in both (e.g. ``random_location_black_s0.3/accuracy``). Same
 views every epoch and on every rank: views are seeded by (seed, image index), and each rank takes
@@ -20,17 +25,54 @@ writes ``<log_dir>/invariance_test.json``).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from lightning_inv.data.images import collate_skipping
 from lightning_inv.measure import ProtocolMeasures, ProtocolResult, measure_batch
-from lightning_inv.protocols import Protocol, RandomLocation, Translate
+from lightning_inv.protocols import Protocol, RandomLocation, Region, Translate
+from lightning_inv.protocols.views import Direction
+
+
+@dataclass
+class InvarianceSet:
+    """One named test set: random-location views at each of ``scales`` with the object inside
+    ``region``, and a translation sweep along ``direction`` around the region's centre at
+    ``translate_scale`` (default: the middle of ``scales``). ``stroke`` > 0 thickens the test
+    objects by a grey-scale dilation of that many px, < 0 thins them by an erosion (digits drawn
+    with thicker or thinner pens than the training digits)."""
+
+    name: str
+    scales: tuple[float, ...] = (0.3, 0.5, 0.7)
+    region: Region = field(default_factory=Region)
+    translate_scale: float | None = None
+    direction: Direction = "vertical"
+    stroke: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"a set needs a name without '/', got {self.name!r}")
+        if not self.scales:
+            raise ValueError(f"set {self.name!r} needs at least one object scale")
+
+
+def change_stroke(images: Tensor, stroke: int) -> Tensor:
+    """Grey-scale dilation (``stroke`` > 0) or erosion (< 0) of [B, C, H, W] with a square of
+    ``2 * abs(stroke) + 1`` px: bright strokes on a dark ground get thicker or thinner."""
+    if stroke == 0:
+        return images
+    size = 2 * abs(stroke) + 1
+    if stroke > 0:
+        return F.max_pool2d(images, size, stride=1, padding=abs(stroke))
+    return -F.max_pool2d(-images, size, stride=1, padding=abs(stroke))
 
 
 class InvarianceEvaluation(Callback):
@@ -46,6 +88,8 @@ class InvarianceEvaluation(Callback):
         seed: seeds the random locations (fixed across epochs).
         batch_size: images per step; chunk_size: views per forward pass.
         prefix: log key prefix.
+        sets: named, region-restricted sets instead of the one set above (``scales``,
+            ``translate_scale`` are then per set; ``max_shift``, ``fill``, ``seed`` shared).
     """
 
     def __init__(
@@ -60,6 +104,7 @@ class InvarianceEvaluation(Callback):
         batch_size: int = 32,
         chunk_size: int = 256,
         prefix: str = "invariance",
+        sets: list[InvarianceSet] | None = None,
     ) -> None:
         if every_n_epochs < 1 or num_images < 1:
             raise ValueError("every_n_epochs and num_images must be at least 1")
@@ -73,6 +118,11 @@ class InvarianceEvaluation(Callback):
         self.batch_size = batch_size
         self.chunk_size = chunk_size
         self.prefix = prefix
+        self.sets = list(sets) if sets else None
+        names = [s.name for s in self.sets or []]
+        if len(set(names)) < len(names):
+            raise ValueError(f"set names must differ: {names}")
+        self._strokes: dict[str, int] = {}
         self.history: list[dict[str, Any]] = []
         self.latest_per_image: dict[str, ProtocolResult] = {}
         self.latest_protocols: list[Protocol] = []
@@ -83,10 +133,33 @@ class InvarianceEvaluation(Callback):
         canvas = int(getattr(datamodule, "image_size", None) or pl_module.image_size)
         mean = tuple(getattr(pl_module, "data_config", {}).get("mean", (0.5, 0.5, 0.5)))
         common = {"canvas": canvas, "fill": self.fill, "mean": mean, "seed": self.seed}
+        if self.sets:
+            protocols, self._strokes = [], {}
+            for spec in self.sets:
+                for protocol in self._set_protocols(spec, common):
+                    if protocol.key in self._strokes:
+                        raise ValueError(f"two sets give the protocol key {protocol.key!r}")
+                    protocols.append(protocol)
+                    self._strokes[protocol.key] = spec.stroke
+            return protocols
         scale = self.translate_scale or float(getattr(datamodule, "object_scale", 0.75))
         return [RandomLocation(scale=s, **common) for s in self.scales] + [
             Translate(scale=scale, max_shift=self.max_shift, **common)
         ]
+
+    def _set_protocols(self, spec: InvarianceSet, common: dict[str, Any]) -> list[Protocol]:
+        ordered = sorted(spec.scales)
+        scale = spec.translate_scale or ordered[len(ordered) // 2]
+        located = [RandomLocation(scale=s, region=spec.region, **common) for s in spec.scales]
+        sweep = Translate(scale=scale, max_shift=self.max_shift, region=spec.region,
+                          direction=spec.direction, **common)  # fmt: skip
+        for protocol in [*located, sweep]:
+            protocol.label = f"{spec.name}_{protocol.default_key}"
+        return [*located, sweep]
+
+    def strokes(self, protocols: list[Protocol]) -> list[int]:
+        """The stroke change of each protocol's set (0 without sets), as ``protocols`` made it."""
+        return [self._strokes.get(p.key, 0) for p in protocols]
 
     def _images(self, datamodule: Any) -> Dataset:
         if not hasattr(datamodule, "invariance_dataset"):
@@ -105,6 +178,7 @@ class InvarianceEvaluation(Callback):
         dataset = self._images(trainer.datamodule)
         share = range(trainer.global_rank, len(dataset), trainer.world_size)
         measures = [ProtocolMeasures(p, keep_views=True).to(pl_module.device) for p in protocols]
+        strokes = self.strokes(protocols)
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -114,11 +188,15 @@ class InvarianceEvaluation(Callback):
                 )
                 if len(batch["image"]) == 0:
                     continue
-                measure_batch(
-                    pl_module, protocols, measures,
-                    batch["image"].to(pl_module.device), batch["label"].to(pl_module.device),
-                    batch["index"], chunk_size=self.chunk_size,
-                )  # fmt: skip
+                images = batch["image"].to(pl_module.device)
+                labels = batch["label"].to(pl_module.device)
+                for stroke in sorted(set(strokes)):
+                    chosen = [i for i, s in enumerate(strokes) if s == stroke]
+                    measure_batch(
+                        pl_module, [protocols[i] for i in chosen], [measures[i] for i in chosen],
+                        change_stroke(images, stroke), labels, batch["index"],
+                        chunk_size=self.chunk_size, validate_args=start == 0,
+                    )  # fmt: skip
         finally:
             pl_module.train(was_training)
         numbers: dict[str, float] = {}
@@ -132,6 +210,12 @@ class InvarianceEvaluation(Callback):
         return numbers
 
     # -- when ---------------------------------------------------------------------------------
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Build the protocols once before any step, so that a set that does not fit the canvas
+        stops the run now with its message, not after the first epoch."""
+        if getattr(trainer, "datamodule", None) is not None:
+            self.protocols(trainer.datamodule, pl_module)
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         numbers = self.measure(trainer, pl_module)

@@ -55,14 +55,15 @@ class InvarianceFigures(Callback):
                 translate.positions,
                 translate.axis_label,
             )
-        by_scale = {
-            p.scale: latest[f"{p.key}/accuracy"]
-            for p in evaluation.latest_protocols
-            if isinstance(p, RandomLocation) and f"{p.key}/accuracy" in latest
-        }
-        if by_scale:
+        curves: dict[str, dict[float, float]] = {}  # one curve per named set (or the one set)
+        for p in evaluation.latest_protocols:
+            if isinstance(p, RandomLocation) and f"{p.key}/accuracy" in latest:
+                group = p.key[: -len(p.default_key)].rstrip("_")
+                label = f"{group + ', ' if group else ''}epoch {latest['epoch']}"
+                curves.setdefault(label, {})[p.scale] = latest[f"{p.key}/accuracy"]
+        if curves:
             figures["accuracy_vs_scale"] = plots.plot_accuracy_vs_scale(
-                {f"epoch {latest['epoch']}": by_scale}, fill=evaluation.fill
+                curves, fill=evaluation.fill
             )
         wandb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         for name, figure in figures.items():

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; must precede pyplot
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -371,5 +372,37 @@ def plot_fig5_pvalues(categories: Sequence[CategoryBias], alpha: float) -> Figur
     axis.set_ylabel("categories")
     axis.legend(fontsize=8)
     axis.set_title(f"Uniformity tests over {len(categories)} categories", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def plot_typicality(
+    summary: Mapping[str, Any],
+    measures: Sequence[str] = ("location accuracy", "P(top-1 change)"),
+) -> Figure:
+    """The typicality study (``lightning_inv.typicality.summarise``): one column per training
+    configuration, one row per measure, one line per test set over epochs (mean over seeds,
+    band: lowest to highest seed)."""
+    configs = list(summary)
+    figure, axes = plt.subplots(
+        len(measures), len(configs), figsize=(3.6 * len(configs), 2.8 * len(measures)),
+        squeeze=False, sharey="row",
+    )  # fmt: skip
+    styles = {"seen": "-", "unseen": "--"}
+    for col, config in enumerate(configs):
+        for row, measure in enumerate(measures):
+            ax = axes[row][col]
+            for name, per_set in summary[config].items():
+                curves = np.array(list(per_set[measure]["curves"].values()), dtype=float)
+                epochs = np.arange(1, curves.shape[1] + 1)
+                line = ax.plot(epochs, curves.mean(axis=0), styles.get(name, ":"), label=name)[0]
+                ax.fill_between(epochs, curves.min(axis=0), curves.max(axis=0),
+                                color=line.get_color(), alpha=0.15)  # fmt: skip
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.set_title(f"trained: {config}" if row == 0 else "")
+            ax.set_xlabel("epoch" if row == len(measures) - 1 else "")
+            ax.set_ylabel(measure if col == 0 else "")
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
     figure.tight_layout()
     return figure

@@ -6,6 +6,7 @@ Every training digit sits at the same place and size: an extreme photographer's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
+
+from lightning_inv.protocols.placement import Region
 
 Split = Literal["train", "val", "test"]
 SPLIT_FRACTIONS = {"train": (0.0, 0.7), "val": (0.7, 0.85), "test": (0.85, 1.0)}
@@ -61,3 +64,51 @@ class CentredDigits(Dataset):
             "index": index,
             "name": f"digits-{self.split}-{int(self.indices[index])}",
         }
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where training digits go: object scale (digit side / canvas) drawn uniformly in
+    ``scales`` and the top-left corner uniformly where the digit lies inside ``region``.
+    ``Placement(scales=(0.3, 0.5), region=Region(rows=(0, 0.5)))``: small digits in the top half."""
+
+    scales: tuple[float, float] = (0.5, 0.5)
+    region: Region = field(default_factory=Region)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.scales[0] <= self.scales[1] <= 1:
+            raise ValueError(f"placement scales must be 0 < low <= high <= 1, got {self.scales}")
+
+
+class PlacedDigits(Dataset):
+    """Tight digits [3, d, d] from ``base`` placed on a black ``canvas`` frame by ``placement``,
+    seeded by ``(seed, key)``: keys ``k >= len(base)`` (``EpochSeededSampler``) address item
+    ``k % len(base)`` and give every epoch its own placements, the same in every run."""
+
+    def __init__(self, base: Dataset, canvas: int, placement: Placement, seed: int = 0) -> None:
+        self.base, self.canvas, self.placement, self.seed = base, canvas, placement, seed
+        for scale in placement.scales:  # both ends must fit the region
+            placement.region.corner_range(canvas, max(1, round(scale * canvas)))
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def box(self, key: int) -> tuple[int, int, int]:
+        """(top, left, side) in px of the digit of sample ``key``."""
+        rng = np.random.default_rng([self.seed, int(key), 7])
+        low, high = self.placement.scales
+        side = max(1, round(rng.uniform(low, high) * self.canvas))
+        (top, bottom), (left, right) = self.placement.region.corner_range(self.canvas, side)
+        return int(rng.integers(top, bottom + 1)), int(rng.integers(left, right + 1)), side
+
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        item = dict(self.base[key])
+        top, left, side = self.box(key)
+        digit = F.interpolate(
+            item["image"][None], size=(side, side), mode="bilinear", antialias=True,
+            align_corners=False,
+        )[0].clamp(0, 1)  # fmt: skip
+        frame = torch.zeros(digit.shape[0], self.canvas, self.canvas)
+        frame[:, top : top + side, left : left + side] = digit
+        item["image"] = frame
+        return item

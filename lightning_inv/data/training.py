@@ -24,7 +24,7 @@ from lightning_inv.data.augment import (
     build_transform,
 )
 from lightning_inv.data.datamodules import choose_subset
-from lightning_inv.data.digits import NUM_DIGIT_CLASSES, CentredDigits
+from lightning_inv.data.digits import NUM_DIGIT_CLASSES, CentredDigits, PlacedDigits, Placement
 from lightning_inv.data.images import (
     LabelledImage,
     LabelledImageDataset,
@@ -122,16 +122,28 @@ class DigitsDataModule(ClassificationDataModule):
 
     Train/val/test are 70/15/15 % of the 1,797 scans. ``invariance_dataset`` gives the test
     digits cropped tight (``digit_size`` px), which the callbacks place on the canvas.
+
+    ``placement``: instead of centring them, put the training digits at a seeded random size and
+    place (``Placement``: object scales and a canvas region), after ``augmentation`` has acted
+    on the tight digit; the typicality study restricts it to part of the canvas. Validation and
+    test digits stay centred at ``digit_size``.
     """
 
     num_classes = NUM_DIGIT_CLASSES
 
-    def __init__(self, canvas: int = 64, digit_size: int = 32, **kwargs) -> None:
+    def __init__(
+        self,
+        canvas: int = 64,
+        digit_size: int = 32,
+        placement: Placement | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.canvas = canvas
         self.digit_size = digit_size
+        self.placement = placement
         self.image_size = canvas
-        self.object_scale = digit_size / canvas
+        self.object_scale = digit_size / canvas if placement is None else sum(placement.scales) / 2
         # Saved in checkpoints, so evaluate.py places test digits where training put them.
         self.save_hyperparameters(
             {"placement_canvas": canvas, "placement_object_scale": self.object_scale}
@@ -140,6 +152,17 @@ class DigitsDataModule(ClassificationDataModule):
 
     def train_set(self) -> Dataset:
         return CentredDigits("train", self.canvas, self.digit_size)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.placement is None:
+            return super().train_dataloader()
+        tight = CentredDigits("train", self.digit_size, self.digit_size)
+        base = choose_subset(tight, self.max_train_images, self.seed)
+        augmented = AugmentedDataset(
+            base, build_transform(self.augmentation, self.digit_size), self.seed
+        )
+        placed = PlacedDigits(augmented, self.canvas, self.placement, self.seed)
+        return self._loader(placed, train=True)
 
     def val_set(self) -> Dataset:
         return CentredDigits("val", self.canvas, self.digit_size)

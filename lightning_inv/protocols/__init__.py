@@ -2,7 +2,7 @@
 
 from lightning_inv.protocols.fill import FILL_MODES, compose
 from lightning_inv.protocols.inpaint import binomial_kernel, inpaint
-from lightning_inv.protocols.placement import place
+from lightning_inv.protocols.placement import Region, place
 from lightning_inv.protocols.views import (
     PROTOCOLS,
     Circular,
@@ -30,6 +30,7 @@ __all__ = [
     "PairShift",
     "Protocol",
     "RandomLocation",
+    "Region",
     "Scale",
     "Translate",
     "TranslationSequence",

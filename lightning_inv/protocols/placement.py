@@ -7,6 +7,9 @@ shifts; ``clamp`` repeats the edge pixels (the ``edge`` fill).
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -53,3 +56,40 @@ def place(
     elif mode not in ("clamp", "wrap"):
         raise ValueError(f"unknown placement mode {mode!r}; use 'zeros', 'clamp' or 'wrap'")
     return views.contiguous(), known
+
+
+@dataclass(frozen=True)
+class Region:
+    """A part of the canvas where an object must lie, as fractions of the canvas side: the
+    object's box stays within rows ``rows[0] * canvas .. rows[1] * canvas`` and likewise for
+    columns. ``Region()`` is the whole canvas; ``Region(rows=(0, 0.5))`` the top half."""
+
+    rows: tuple[float, float] = (0.0, 1.0)
+    cols: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in (("rows", self.rows), ("cols", self.cols)):
+            if not 0 <= low < high <= 1:
+                raise ValueError(
+                    f"region {name} must be fractions 0 <= low < high <= 1 of the canvas, got "
+                    f"{(low, high)}"
+                )
+
+    def corner_range(self, canvas: int, side: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Inclusive ranges ``((top_min, top_max), (left_min, left_max))`` of the top-left corner
+        of a ``side`` px object inside this region of a ``canvas`` px frame."""
+        ranges = []
+        for name, (low, high) in (("rows", self.rows), ("cols", self.cols)):
+            first, last = math.ceil(low * canvas), math.floor(high * canvas) - side
+            if last < first:
+                raise ValueError(
+                    f"an object of {side} px does not fit region {name}={(low, high)} of a "
+                    f"{canvas} px canvas ({math.floor(high * canvas) - first} px): lower the "
+                    "object scale or widen the region"
+                )
+            ranges.append((first, last))
+        return ranges[0], ranges[1]
+
+    def centre(self, canvas: int) -> tuple[float, float]:
+        """(row, col) of the region's centre in px."""
+        return (sum(self.rows) / 2 * canvas, sum(self.cols) / 2 * canvas)

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_inv.protocols.fill import check_fill, compose, fill_unknown
-from lightning_inv.protocols.placement import place
+from lightning_inv.protocols.fill import check_fill, compose, compose_many, fill_unknown
+from lightning_inv.protocols.placement import Region, place
 
 Direction = Literal["vertical", "horizontal", "diagonal"]
 DIRECTIONS: dict[str, tuple[int, int]] = {
@@ -177,8 +177,13 @@ class Protocol(ABC):
         images: Tensor,
         indices: Tensor | Sequence[int] | None = None,
         originals: Sequence[Tensor] | None = None,
+        validate_args: bool = True,
     ) -> Tensor:
-        check_images(images)
+        """Views [B, T, 3, canvas, canvas]; ``validate_args=False`` skips the value-range check
+        of ``images`` (it reads values, a host-device synchronisation on a GPU), as torchmetrics'
+        ``validate_args`` does: callers check the first batch of a data set and trust the rest."""
+        if validate_args:
+            check_images(images)
         if indices is None:
             indices = torch.arange(len(images))
         indices = torch.as_tensor(indices).view(-1)
@@ -211,12 +216,14 @@ class _Filled(Protocol):
     def _compose(self, objects: Tensor, offsets: Tensor) -> Tensor:
         return compose(objects, offsets, self.canvas, self.fill, self.mean)
 
-    def _sweep(self, objects: Tensor, centre: int, direction: str, shifts: list[float]) -> Tensor:
-        """``objects`` [B, 3, s, s] pasted with their corner at ``centre + shift`` along
+    def _sweep(
+        self, objects: Tensor, corner: tuple[int, int], direction: str, shifts: list[float]
+    ) -> Tensor:
+        """``objects`` [B, 3, s, s] pasted with their top-left corner at ``corner + shift`` along
         ``direction`` for every shift -> [B, T, 3, canvas, canvas]."""
         dy, dx = DIRECTIONS[direction]
-        moved = torch.tensor(shifts, device=objects.device)
-        offsets = torch.stack([centre + dy * moved, centre + dx * moved], dim=1)  # [T, 2]
+        moved = torch.tensor(shifts)  # CPU: see compose()
+        offsets = torch.stack([corner[0] + dy * moved, corner[1] + dx * moved], dim=1)  # [T, 2]
         b, t = len(objects), len(shifts)
         repeated = objects[:, None].expand(-1, t, -1, -1, -1).reshape(b * t, *objects.shape[1:])
         views = self._compose(repeated, offsets.repeat(b, 1))
@@ -227,12 +234,13 @@ class _Filled(Protocol):
 class Translate(_Filled):
     """The image resized to ``round(scale * canvas)`` px and pasted at positions that step by
     ``step`` px along ``direction`` from ``-max_shift`` to ``+max_shift`` around the centre
-    (paper Fig. 1-2)."""
+    (paper Fig. 1-2), or around the centre of ``region``."""
 
     scale: float = 0.75
     max_shift: int | None = None
     step: int = 1
     direction: Direction = "vertical"
+    region: Region | None = None
     sweep: ClassVar[bool] = True
     name: ClassVar[str] = "translate"
     measures: ClassVar[tuple[str, ...]] = (*SWEEP_MEASURES, "centred_accuracy")
@@ -242,7 +250,12 @@ class Translate(_Filled):
         super().__post_init__()
         _check_scale(self.scale)
         _check_direction(self.direction)
-        free = (self.canvas - self.side) // 2
+        dy, dx = DIRECTIONS[self.direction]
+        corner = self.corner
+        room = [
+            min(c, self.canvas - self.side - c) for c, d in zip(corner, (dy, dx), strict=True) if d
+        ]
+        free = min(room)
         if self.max_shift is None:  # 16 px at 224 (the default sweep), scaled to the canvas
             self.max_shift = max(1, min(round(self.canvas * 16 / 224), free))
         if self.step < 1 or self.max_shift < 1:
@@ -250,9 +263,18 @@ class Translate(_Filled):
         if self.max_shift > free:
             raise ValueError(
                 f"view range larger than the canvas: an object of {self.side} px in a "
-                f"{self.canvas} px canvas moves at most {free} px from the centre, asked "
-                f"{self.max_shift}; lower max_shift or scale"
+                f"{self.canvas} px canvas moves at most {free} px from its start "
+                f"{self.corner}, asked {self.max_shift}; lower max_shift or scale"
             )
+
+    @property
+    def corner(self) -> tuple[int, int]:
+        """Top-left corner (px) of the object at shift 0: centred on the canvas or the region."""
+        if self.region is None:
+            centre = (self.canvas - self.side) // 2
+            return centre, centre
+        row, col = self.region.centre(self.canvas)
+        return round(row - self.side / 2), round(col - self.side / 2)
 
     @property
     def side(self) -> int:
@@ -267,8 +289,7 @@ class Translate(_Filled):
         return len(self.positions)
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
-        centre = (self.canvas - self.side) // 2
-        return self._sweep(resize(images, self.side), centre, self.direction, self.positions)
+        return self._sweep(resize(images, self.side), self.corner, self.direction, self.positions)
 
 
 @dataclass
@@ -368,11 +389,11 @@ class Scale(_Filled):
         return len(self.positions)
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
-        views = []
-        for side in self.positions:  # one batched resize per size: T small ops
+        parts = []
+        for side in self.positions:  # one batched resize per size, one fill for all sizes
             top = (self.canvas - side) // 2
-            offsets = torch.tensor([[top, top]], device=images.device).expand(len(images), 2)
-            views.append(self._compose(resize(images, side), offsets))
+            parts.append((resize(images, side), torch.tensor([[top, top]]).expand(len(images), 2)))
+        views = compose_many(parts, self.canvas, self.fill, self.mean)
         return torch.stack(views, dim=1)
 
 
@@ -435,15 +456,16 @@ class Embed(_Filled):
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         objects = torch.stack([resize(photo[None], self.side)[0] for photo in originals])
-        return self._sweep(objects, self.centre, self.direction, self.positions)
+        return self._sweep(objects, (self.centre, self.centre), self.direction, self.positions)
 
 
 @dataclass
 class RandomLocation(_Filled):
     """One view: the image resized to ``scale * canvas`` at a uniformly random (seeded) position
-    (paper Sec. 5, Fig. 6)."""
+    (paper Sec. 5, Fig. 6), anywhere or inside ``region``."""
 
     scale: float = 0.5
+    region: Region | None = None
     name: ClassVar[str] = "random_location"
     measures: ClassVar[tuple[str, ...]] = SINGLE_MEASURES
     ordered: ClassVar[bool] = False
@@ -451,6 +473,8 @@ class RandomLocation(_Filled):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_scale(self.scale)
+        if self.region is not None:
+            self.region.corner_range(self.canvas, self.side)  # raises when the object cannot fit
 
     @property
     def default_key(self) -> str:
@@ -465,15 +489,24 @@ class RandomLocation(_Filled):
         return 1
 
     def offsets(self, indices: Tensor) -> Tensor:
-        """Top-left corner [B, 2] of each image, drawn uniformly where the object fits."""
-        free = self.canvas - self.side
-        drawn = [
-            sample_generator(self.seed, i).integers(0, free + 1, size=2) for i in indices.tolist()
-        ]
+        """Top-left corner [B, 2] of each image, drawn uniformly where the object fits (in the
+        region, if any)."""
+        if self.region is None:
+            free = self.canvas - self.side
+            drawn = [
+                sample_generator(self.seed, i).integers(0, free + 1, size=2)
+                for i in indices.tolist()
+            ]
+        else:
+            (top, bottom), (left, right) = self.region.corner_range(self.canvas, self.side)
+            drawn = [
+                sample_generator(self.seed, i).integers([top, left], [bottom + 1, right + 1])
+                for i in indices.tolist()
+            ]
         return torch.tensor(np.array(drawn), dtype=torch.long).view(-1, 2)
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
-        offsets = self.offsets(indices).to(images.device)
+        offsets = self.offsets(indices)
         return self._compose(resize(images, self.side), offsets)[:, None]
 
 
