@@ -51,9 +51,14 @@ def view_logits(
     flat = views.flatten(0, 1)
     if probe is not None:
         probe.pop()
-    logits = torch.cat(
-        [model(flat[start : start + chunk_size]) for start in range(0, len(flat), chunk_size)]
-    )
+        was_recording, probe.recording = probe.recording, True
+    try:
+        logits = torch.cat(
+            [model(flat[start : start + chunk_size]) for start in range(0, len(flat), chunk_size)]
+        )
+    finally:
+        if probe is not None:
+            probe.recording = was_recording
     responses: LayerResponses = {}
     if probe is not None:
         sums, peaks = probe.pop()

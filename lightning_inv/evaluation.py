@@ -95,8 +95,9 @@ class InvarianceEvaluator(pl.LightningModule):
         self.intervals, self.resamples, self.seed = intervals, resamples, seed
         backbone = getattr(classifier, "model", classifier)
         layers = list(probe_layers) if probe_layers is not None else conv_layers(backbone)
-        self.probe = FeatureSums(backbone, layers) if probe and layers else None
         probed = {p.key for p in protocols if p.ordered} if probe_keys is None else set(probe_keys)
+        any_probed = any(p.key in probed and p.ordered for p in protocols)
+        self.probe = FeatureSums(backbone, layers) if probe and layers and any_probed else None
         self.layers = {
             p.key: (layers if self.probe is not None and p.key in probed and p.ordered else [])
             for p in protocols
@@ -118,6 +119,7 @@ class InvarianceEvaluator(pl.LightningModule):
         self.classifier.eval()
         if self.probe is not None:
             self.probe.__enter__()
+            self.probe.recording = False  # on only inside view_logits of a probed protocol
 
     def on_test_end(self) -> None:
         if self.probe is not None:

@@ -62,3 +62,27 @@ def test_feature_sums_rejects_unknown_layers():
     model, _ = create_backbone("resnet18")
     with pytest.raises(ValueError, match="unknown layers"):
         FeatureSums(model, ["layer9"])
+
+
+def test_evaluator_probe_records_only_probed_protocols(tiny_classifier):
+    """Feature records nobody pops must not pile up: unprobed protocols leave none (a probe
+    that recorded every forward grew memory by ~100 KB per image), and with no probed protocol
+    there is no probe at all."""
+    from lightning_inv.evaluation import InvarianceEvaluator
+    from lightning_inv.protocols import RandomLocation, Translate
+
+    sweep = Translate(canvas=32, scale=0.5, max_shift=2, fill="black")
+    located = RandomLocation(canvas=32, scale=0.5, fill="black")
+    batch = {"image": torch.rand(3, 3, 32, 32), "label": torch.tensor([1, 2, 3]),
+             "index": torch.arange(3)}  # fmt: skip
+    evaluator = InvarianceEvaluator(tiny_classifier, [sweep, located], probe=True)
+    evaluator.on_test_start()
+    try:
+        for step in range(3):
+            evaluator.test_step(batch, step)
+            assert all(not records for records in evaluator.probe._records.values())
+    finally:
+        evaluator.on_test_end()
+    state = evaluator.measures[0].metric_state
+    assert sum(len(t) for t in state["shift_0"]) == 9  # the sweep was probed every batch
+    assert InvarianceEvaluator(tiny_classifier, [located], probe=True).probe is None

@@ -234,8 +234,9 @@ def keep_decoded_photos_off_the_heap(threshold: int = 128 * 1024) -> bool:
     it back on free (glibc's ``mallopt(M_MMAP_THRESHOLD)``), for this process and the workers
     it forks later. By default glibc raises that threshold after the first large frees, so
     photos of varying sizes then land on the heap between long-lived small objects and resident
-    memory grows with every image (``benchmarks/scale_run.py``: 460 KB per image over 10,000
-    JPEGs, 108 KB with a fixed threshold). Returns False where there is no glibc."""
+    memory grows with every image (``benchmarks/scale_run.py``, together with a since fixed probe
+    leak: 460 KB per image over 10,000 JPEGs, 108 KB with a fixed threshold). Returns False where
+    there is no glibc."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return bool(libc.mallopt(-3, threshold))  # -3: M_MMAP_THRESHOLD

@@ -119,7 +119,8 @@ class FeatureSums:
 
     Use as ``with FeatureSums(model, layers) as probe: model(x); sums, peaks = probe.pop()`` where
     ``sums[layer]`` and ``peaks[layer]`` are [B, K] (B the images of all calls since the last
-    ``pop``, in order).
+    ``pop``, in order). Calls made while ``recording`` is False leave no record (an evaluator
+    that probes some protocols turns it on only for those: records nobody pops would pile up).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | None = None) -> None:
@@ -133,10 +134,11 @@ class FeatureSums:
         self._modules = [modules[name] for name in self.layers]
         self._records: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in self.layers}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.recording = True
 
     def _hook(self, name: str):
         def record(module: nn.Module, inputs: object, output: Tensor) -> None:
-            if isinstance(output, Tensor) and output.dim() == 4:
+            if self.recording and isinstance(output, Tensor) and output.dim() == 4:
                 flat = output.detach().float().flatten(2)
                 self._records[name].append((flat.sum(-1), flat.amax(-1)))
 
