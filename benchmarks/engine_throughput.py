@@ -57,7 +57,7 @@ def _median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None
     return statistics.median(_seconds(fn, sync) for _ in range(repeats))
 
 
-def _paired(
+def paired_seconds(
     first: Callable[[], object],
     second: Callable[[], object],
     repeats: int,
@@ -113,7 +113,7 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
             indices = torch.arange(count)
             views = protocol(images, indices, photos if protocol.uses_original else None)
             flat = views.flatten(0, 1).contiguous()
-            _, engine_time, ratio = _paired(
+            _, engine_time, ratio = paired_seconds(
                 lambda f=flat: run_forward(f),
                 lambda p=protocol, b=images, i=indices, o=photos: view_logits(
                     forward, p, b, i, args.batch_size, originals=o
@@ -133,7 +133,7 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
             images = torch.rand(count, 3, size, size, device=device)
             indices = torch.arange(count)
             plain = type(protocol)(**{**vars(protocol), "fill": "mean"})
-            inpainted, filled, _ = _paired(
+            inpainted, filled, _ = paired_seconds(
                 lambda p=protocol, b=images, i=indices: p(b, i),
                 lambda p=plain, b=images, i=indices: p(b, i),
                 args.repeats,

@@ -12,36 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from engine_throughput import paired_seconds  # this folder: run as a script
 
 from lightning_inv.module import InvarianceClassifier
-
-
-def paired_seconds(
-    plain: torch.nn.Module, modified: torch.nn.Module, batch: torch.Tensor, repeats: int
-) -> tuple[float, float, float]:
-    """(median plain s, median modified s, median of modified / plain) over rounds that time the
-    two back to back, so a slow moment of the machine hits both."""
-    sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
-
-    def seconds(model: torch.nn.Module) -> float:
-        start = time.perf_counter()
-        model(batch)
-        sync()
-        return time.perf_counter() - start
-
-    with torch.no_grad():
-        plain(batch), modified(batch)  # warm-up
-        sync()
-        rounds = [(seconds(plain), seconds(modified)) for _ in range(repeats)]
-    return (
-        statistics.median(a for a, _ in rounds),
-        statistics.median(b for _, b in rounds),
-        statistics.median(b / a for a, b in rounds),
-    )
 
 
 def main() -> None:
@@ -62,7 +37,11 @@ def main() -> None:
     for modify in args.modify:
         model = InvarianceClassifier(args.model, pretrained=False, modify=modify)
         model = model.to(args.device).eval()
-        plain_s, modified_s, ratio = paired_seconds(plain, model, batch, args.repeats)
+        sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
+        with torch.no_grad():
+            modified_s, plain_s, ratio = paired_seconds(  # ratio: modified / plain
+                lambda m=model: m(batch), lambda: plain(batch), args.repeats, sync
+            )
         results["plain_images_per_s"] = round(args.batch_size / plain_s, 2)
         results[modify] = {
             "images_per_s": round(args.batch_size / modified_s, 2),

@@ -55,7 +55,7 @@ class CropSelection(nn.Module):
         sigma = self.sigma if self.sigma is not None else side * SIGMA_AT_224 / 224
         crop = side - 2 * margin
         radius = len(gaussian_kernel(2 * sigma)) // 2
-        if margin < 1 or crop // 2 < radius:
+        if margin < 1 or crop - crop // 2 - 1 < radius:  # the kernel must fit beside the centres
             raise ValueError(
                 f"crop selection needs margin >= 1 px and a crop wider than the low-pass "
                 f"({2 * radius + 1} px); got margin {margin} for a {height} x {width} frame"
@@ -75,17 +75,22 @@ class CropSelection(nn.Module):
         fine = gaussian_kernel(sigma, torch.float64).to(frames.device)
         coarse = gaussian_kernel(2 * sigma, torch.float64).to(frames.device)
         radius, trim = len(coarse) // 2, (len(coarse) - len(fine)) // 2
-        total = frames.detach().to(torch.float64).sum(dim=1, keepdim=True)
-        band = correlate_valid(correlate_valid(total, coarse, -1), coarse, -2)
-        rows, cols = band.shape[-2:]
-        fine_part = correlate_valid(correlate_valid(total, fine, -1), fine, -2)
-        band = fine_part[..., trim : trim + rows, trim : trim + cols] - band
-        low = band[:, 0]
-        # low[i, j] is centred on pixel (i + radius, j + radius); crop p on (p + crop // 2).
+        # Only the window that the candidate centres' kernels reach: crop p is centred on pixel
+        # p + crop // 2, so centres start at (H - 2m) // 2 and the window ``radius`` before it.
+        count = 2 * margin + 1 + extra
+        span = count + 2 * radius
         top = (height - 2 * margin) // 2 - radius
         left = (width - 2 * margin) // 2 - radius
-        count = 2 * margin + 1 + extra
-        return low[:, top : top + count, left : left + count]
+        window = frames.detach()[..., top : top + span, left : left + span]
+        if window.shape[-2:] != (span, span):
+            raise ValueError(
+                f"{tuple(frames.shape[-2:])} px is too small for {count} candidate centres and a "
+                f"low-pass of {2 * radius + 1} px; lower the margin or sigma"
+            )
+        total = window.to(torch.float64).sum(dim=1, keepdim=True)
+        coarse_part = correlate_valid(correlate_valid(total, coarse, -1), coarse, -2)
+        fine_part = correlate_valid(correlate_valid(total, fine, -1), fine, -2)
+        return (fine_part[..., trim : trim + count, trim : trim + count] - coarse_part)[:, 0]
 
     def offsets(self, frames: Tensor) -> Tensor:
         """Top-left corner [B, 2] (row, col) of each chosen crop: the first argmax."""

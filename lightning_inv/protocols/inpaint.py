@@ -130,24 +130,13 @@ def inpaint(
     return out.to(images.dtype)
 
 
-def needed_passes(boxes: Tensor, height: int, width: int) -> list[int]:
-    """Passes until each rectangle of ``boxes`` [B, 4] (top, left, bottom, right; inclusive)
-    fills an ``height`` x ``width`` frame: its slowest side."""
-    top, left, bottom, right = boxes.T.tolist()
-    return [
-        max(
-            math.ceil(first_row / GROW_BEFORE),
-            math.ceil(first_col / GROW_BEFORE),
-            math.ceil((height - 1 - last_row) / GROW_AFTER),
-            math.ceil((width - 1 - last_col) / GROW_AFTER),
-        )
-        for first_row, first_col, last_row, last_col in zip(top, left, bottom, right, strict=True)
-    ]
-
-
-def box_passes(boxes: Tensor, height: int, width: int) -> int:
-    """Passes until every rectangle of ``boxes`` fills the frame: the slowest view's."""
-    return max(needed_passes(boxes, height, width), default=0)
+def needed_passes(boxes: Tensor, height: int, width: int) -> Tensor:
+    """Passes [B] until each rectangle of ``boxes`` [B, 4] (top, left, bottom, right; inclusive)
+    fills an ``height`` x ``width`` frame: its slowest side (ceiling divisions)."""
+    top, left, bottom, right = boxes.T
+    before = torch.maximum(top, left)  # grows GROW_BEFORE px per pass
+    after = torch.maximum(height - 1 - bottom, width - 1 - right)  # GROW_AFTER px per pass
+    return torch.maximum(-(-before // GROW_BEFORE), -(-after // GROW_AFTER))
 
 
 def _grown_boxes(boxes: Tensor, passes: int, height: int, width: int) -> Tensor:
@@ -268,16 +257,16 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
     compute = _compute_dtype(images)
     kernel = binomial_kernel(dtype=compute).to(images.device)
     needed = needed_passes(boxes, height, width)
-    passes = max(needed, default=0)
+    passes = int(needed.max()) if len(needed) else 0
     frames = images.to(compute)
     if images.is_cuda and passes > 0:  # fixed shapes for the graph: every view every pass
         grown = _grown_boxes(boxes, passes, height, width).to(images.device, non_blocking=True)
         return _graph_replay(frames, grown, kernel, passes, method).to(images.dtype)
     # Views sorted by the passes they need, so that pass n works on a prefix of the batch.
-    order = sorted(range(len(needed)), key=lambda i: -needed[i])
-    active = [sum(1 for v in needed if v > n) for n in range(passes)]
+    order = torch.argsort(needed, descending=True, stable=True)
+    active = (needed[None, :] > torch.arange(passes)[:, None]).sum(dim=1).tolist()
     grown = _grown_boxes(boxes[order], passes, height, width).to(images.device)
-    index = torch.tensor(order, device=images.device)
+    index = order.to(images.device)
     filled = _fill_boxes(frames[index], grown, kernel, passes, method, active)
     out = torch.empty_like(filled)
     out[index] = filled
