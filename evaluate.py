@@ -44,13 +44,13 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Dataset, Subset
 
+from lightning_inv.allocator import keep_freed_memory
 from lightning_inv.backbones import OFFLINE_WEIGHTS, BackboneError, checkpoint_placement
 from lightning_inv.data.datamodules import EVAL_DATASETS, EvalDataModule, build_eval_dataset
 from lightning_inv.data.images import (
     LABEL_MODES,
     LabelMappingError,
     imagefolder_items,
-    keep_decoded_photos_off_the_heap,
 )
 from lightning_inv.data.samples import imagenet_description
 from lightning_inv.evaluation import Interrupted, InvarianceEvaluator
@@ -703,7 +703,7 @@ def record_model(
 
 
 def main(argv: list[str] | None = None) -> int:
-    keep_decoded_photos_off_the_heap()
+    keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume is not None:

@@ -33,6 +33,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks import RandomStateCheckpoint
+from lightning_inv.allocator import keep_freed_memory
 from lightning_inv.data.training import ClassificationDataModule
 from lightning_inv.loggers import finish_wandb
 from lightning_inv.module import (
@@ -157,6 +158,7 @@ def root_cause(error: BaseException, kind: type[BaseException]) -> BaseException
 
 
 def main(args: list[str] | None = None) -> int:
+    keep_freed_memory()  # CPU training: no page faults per activation map (lightning_inv/allocator.py)
     try:
         InvarianceCLI(
             InvarianceClassifier,

@@ -2,6 +2,7 @@
 
     python benchmarks/engine_throughput.py [--model tf_efficientnet_lite0] [--device cpu|cuda]
         [--precision 32|bf16|fp16] [--channels-last] [--compile] [--repeats 5] [--memory]
+        [--glibc-defaults]
 
 For every protocol of the paper presets (the default evaluation's table1, fig2, fig6, fig10 and
 fig9, zhang2019, aps2021, imagenet_p) at the model's canvas, plus the three historical keys
@@ -19,7 +20,9 @@ timed back to back in every round, after one warm-up, all in this one run: a slo
 machine hits both sides of a round, so ratios compare like with like. The random photos are
 ImageNet-sized (375 x 500). With --memory,
 the peak RSS of a metric run over N = 100 and N = 1,000 images (tiny model, fresh process each)
-shows that memory does not grow with N.
+shows that memory does not grow with N. Like evaluate.py and train.py, the benchmark first raises
+glibc's malloc thresholds (``lightning_inv.allocator``: about 3x the bare forward's views/s on
+the CI machine); ``--glibc-defaults`` measures without that.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from collections.abc import Callable
 
 import torch
 
+from lightning_inv.allocator import keep_freed_memory
 from lightning_inv.engine import view_logits
 from lightning_inv.module import InvarianceClassifier
 from lightning_inv.presets import PresetContext, build_experiments
@@ -147,7 +151,10 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
 
 MEMORY_CHILD = """
 import resource, torch
+from lightning_inv.allocator import keep_freed_memory
 from lightning_inv.engine import view_logits
+if {keep}:
+    keep_freed_memory()
 from lightning_inv.measure import ProtocolMeasures
 from lightning_inv.protocols import Translate
 torch.manual_seed(0)
@@ -165,11 +172,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def memory() -> dict[str, float]:
+def memory(keep: bool) -> dict[str, float]:
     out = {}
     for n in (100, 1000):
         child = subprocess.run(
-            [sys.executable, "-c", MEMORY_CHILD.format(n=n)],
+            [sys.executable, "-c", MEMORY_CHILD.format(n=n, keep=keep)],
             capture_output=True,
             text=True,
             check=True,
@@ -194,16 +201,24 @@ def main() -> None:
     parser.add_argument(
         "--memory", action="store_true", help="also measure peak RSS for N=100 and N=1000"
     )
+    parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave glibc's malloc thresholds alone (evaluate.py and train.py raise them)",
+    )
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args()
+    if not args.glibc_defaults:
+        keep_freed_memory()
     results = {
         "model": args.model,
         "device": args.device,
         "precision": args.precision,
         "threads": torch.get_num_threads(),
+        "allocator": "glibc defaults" if args.glibc_defaults else "keep_freed_memory",
     }
     if args.memory:  # first, in fresh child processes, before this one loads a model
-        results.update(memory())
+        results.update(memory(keep=not args.glibc_defaults))
     results.update(throughput(args))
     results["this_process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = json.dumps(

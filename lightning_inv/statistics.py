@@ -16,11 +16,22 @@ RESAMPLES = 1000
 LEVEL = 0.95
 
 
-def resample_indices(num_images: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
-    """[resamples, num_images] image indices drawn with replacement (seeded)."""
-    if num_images < 1:
+CHUNK = 50  # resamples drawn at once: memory 50 x N, not 1000 x N (16 KB per image at the end)
+
+
+def resample_means(values: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Means [resamples] of ``values`` [N] over images drawn with replacement (seeded), the
+    resamples drawn ``CHUNK`` at a time from one generator (an even chunk size draws the same
+    indices as one [resamples, N] call)."""
+    if len(values) < 1:
         raise ValueError("a bootstrap needs at least one image")
-    return np.random.default_rng(seed).integers(0, num_images, size=(resamples, num_images))
+    generator = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, CHUNK):
+        rows = min(CHUNK, resamples - start)
+        drawn = generator.integers(0, len(values), size=(rows, len(values)))
+        means[start : start + rows] = values[drawn].mean(axis=1)
+    return means
 
 
 def bootstrap_interval(
@@ -39,7 +50,7 @@ def bootstrap_interval(
         raise ValueError(f"values must be one per image [N]; got shape {values.shape}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    means = values[resample_indices(len(values), resamples, seed)].mean(axis=1)
+    means = resample_means(values, resamples, seed)
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)

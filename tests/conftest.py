@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_inv.allocator import keep_freed_memory
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 torch.set_num_threads(2)
+keep_freed_memory()  # as evaluate.py and train.py do: the suite runs their code paths in-process
 
 
 @pytest.fixture(scope="session")

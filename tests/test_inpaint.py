@@ -110,6 +110,31 @@ def test_band_inpainting_equals_the_full_frame_definition(seed):
     )
 
 
+def test_unscheduled_band_passes_equal_the_scheduled_ones():
+    """CUDA runs every band of every view in every pass (fixed shapes for its graph); CPU runs a
+    band only on the views still growing on that side. Run the CUDA schedule on the CPU, with the
+    conv blur CUDA uses: catches a band that misbehaves once its side reached the frame edge
+    (writing into the frame instead of the padding) and a view order mixed up between bands."""
+    from lightning_inv.protocols.inpaint import (
+        BAND_AFTER,
+        BAND_BEFORE,
+        _fill_boxes,
+        _grown_boxes,
+        band_matrix,
+        side_passes,
+    )
+
+    rng = np.random.default_rng(5)
+    boxes = torch.from_numpy(_random_boxes(rng, 10, 31, 26))
+    images = torch.from_numpy(rng.uniform(0, 255, size=(10, 3, 31, 26)))
+    kernel = binomial_kernel(dtype=torch.float64)
+    constants = (kernel, *(band_matrix(band, kernel) for band in (BAND_BEFORE, BAND_AFTER)))
+    passes = int(side_passes(boxes, 31, 26).max())
+    grown = _grown_boxes(boxes, passes, 31, 26)
+    unscheduled = _fill_boxes(images, grown, constants, passes, "conv")
+    torch.testing.assert_close(unscheduled, inpaint_boxes(images, boxes), atol=1e-9, rtol=0)
+
+
 def test_band_inpainting_reads_only_the_boxes():
     """Pixels outside a box are unknown whatever they hold (placement leaves zeros there, but a
     caller may not): the result must not depend on them."""
@@ -162,3 +187,19 @@ def test_bad_boxes_are_rejected():
         inpaint_boxes(torch.rand(1, 3, 8, 8), torch.tensor([[0, 0, 8, 3]]))
     with pytest.raises(ValueError, match="rectangle inside"):
         inpaint_boxes(torch.rand(1, 3, 8, 8), torch.tensor([[4, 0, 3, 3]]))
+
+
+def test_inpainting_ignores_a_mixed_precision_region():
+    """evaluate.py --precision bf16-mixed makes the views inside an autocast region; the
+    inpainting must still compute in float32. Catches: the band matrix product (and conv2d on a
+    GPU) silently running in bfloat16, which moves filled pixels by ~1% of their value."""
+    rng = np.random.default_rng(7)
+    boxes = torch.from_numpy(_random_boxes(rng, 6, 40, 40))
+    images = torch.from_numpy(rng.uniform(0, 1, size=(6, 3, 40, 40))).float()
+    known = torch.zeros(6, 1, 40, 40, dtype=torch.bool)
+    for b, (top, left, bottom, right) in enumerate(boxes.tolist()):
+        known[b, 0, top : bottom + 1, left : right + 1] = True
+    expected_boxes, expected_full = inpaint_boxes(images, boxes), inpaint(images, known)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(inpaint_boxes(images, boxes), expected_boxes)
+        torch.testing.assert_close(inpaint(images, known), expected_full)

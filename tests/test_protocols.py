@@ -142,6 +142,28 @@ def test_place_wrap_clamp_and_zero_modes():
     assert torch.equal(wrapped, torch.roll(image, (1, 1), dims=(-2, -1)))
 
 
+def test_place_slice_copies_equal_the_index_gather():
+    """CPU pastes one slice per view, other devices gather every pixel by index; both must give
+    the same views. Catches: an off-by-one at a clipped edge (objects partly or wholly off the
+    canvas), views that ignore ``source`` (each view showing image i instead of source[i])."""
+    from lightning_inv.protocols.placement import _gather, _paste, _source_lines
+
+    torch.manual_seed(0)
+    images = torch.rand(5, 3, 7, 9)
+    offsets = torch.randint(-12, 14, (60, 2))
+    offsets[:4] = torch.tensor([[0, 0], [-6, -8], [11, 11], [-7, 3]])  # corner, 1 px, off, off
+    source = torch.randint(0, 5, (60,))
+    rows, cols, row_ok, col_ok = _source_lines(offsets, 11, 7, 9, "zeros")
+    known = (row_ok[:, :, None] & col_ok[:, None, :])[:, None]
+    gathered = _gather(images, rows, cols, source, known)
+    pasted = _paste(images, offsets, 11, source)
+    assert torch.equal(pasted, gathered)
+    assert pasted[1, :, 0, 0].tolist() == images[source[1], :, 6, 8].tolist()
+    assert not pasted[2].any() and not pasted[3].any()
+    views, _ = place(images, offsets, 11, source=source)
+    assert torch.equal(views[10], place(images[source[10]][None], offsets[10:11], 11)[0][0])
+
+
 @pytest.mark.parametrize(
     "make,message",
     [

@@ -39,3 +39,16 @@ def test_paired_difference_cancels_what_both_models_share():
     assert paired["ci95"] == pytest.approx([0.1, 0.1])
     with pytest.raises(ValueError, match="same images"):
         paired_difference(first, first[:-1])
+
+
+def test_resamples_drawn_in_chunks_equal_one_draw_of_all():
+    """The means are drawn CHUNK resamples at a time (memory 50 x N, not 1000 x N). Catches: a
+    chunk that restarts the generator (every chunk the same resamples: a too narrow interval), a
+    last chunk short or long when resamples is not a multiple of the chunk."""
+    from lightning_inv.statistics import CHUNK, resample_means
+
+    values = np.random.default_rng(1).normal(size=37)
+    for resamples in (CHUNK, 3 * CHUNK + 7):
+        drawn = np.random.default_rng(4).integers(0, 37, size=(resamples, 37))
+        expected = values[drawn].mean(axis=1)
+        np.testing.assert_allclose(resample_means(values, resamples, seed=4), expected, rtol=1e-12)

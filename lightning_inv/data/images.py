@@ -9,8 +9,6 @@ also holds the original photo (``original``, [3, h, w] in [0, 1], its longer sid
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -227,18 +225,3 @@ def imagefolder_items(
     if not items:
         raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     return items, names
-
-
-def keep_decoded_photos_off_the_heap(threshold: int = 128 * 1024) -> bool:
-    """Serve every allocation of ``threshold`` bytes or more (decoded photos) by ``mmap`` and give
-    it back on free (glibc's ``mallopt(M_MMAP_THRESHOLD)``), for this process and the workers
-    it forks later. By default glibc raises that threshold after the first large frees, so
-    photos of varying sizes then land on the heap between long-lived small objects and resident
-    memory grows with every image (``benchmarks/scale_run.py``, together with a since fixed probe
-    leak: 460 KB per image over 10,000 JPEGs, 108 KB with a fixed threshold). Returns False where
-    there is no glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, threshold))  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False

@@ -31,12 +31,15 @@ def compose(
     canvas: int,
     fill: str,
     mean: Sequence[float] = (0.485, 0.456, 0.406),
+    source: Tensor | None = None,
 ) -> Tensor:
-    """Place ``objects`` [N, 3, h, w] (RGB in [0, 1]) at integer ``offsets`` [N, 2] on a canvas and
-    fill the rest; returns [N, 3, canvas, canvas] in [0, 1]. Keep ``offsets`` on the CPU: the
-    inpainting plans its passes from them without waiting for the device."""
+    """Place ``objects`` [M, 3, h, w] (RGB in [0, 1]) at integer ``offsets`` [N, 2] on a canvas and
+    fill the rest; returns [N, 3, canvas, canvas] in [0, 1]. ``source`` [N]: the object of each
+    view (default: view i shows object i). Keep ``offsets`` on the CPU: the placement and the
+    inpainting plan their work from them without waiting for the device."""
     check_fill(fill)
-    views, known = place(objects, offsets, canvas, mode="clamp" if fill == "edge" else "zeros")
+    mode = "clamp" if fill == "edge" else "zeros"
+    views, known = place(objects, offsets, canvas, mode=mode, source=source)
     if fill == "edge":  # the placement already repeated the edge pixels
         return views
     return fill_unknown(views, known, fill, mean, boxes=known_boxes(objects, offsets, canvas))
@@ -61,8 +64,9 @@ def compose_many(
 
 
 def known_boxes(objects: Tensor, offsets: Tensor, canvas: int) -> Tensor:
-    """The canvas rectangle [N, 4] (top, left, bottom, right; inclusive; CPU) that each object
-    placed at ``offsets`` covers. Raises ``ValueError`` for an object entirely off the canvas."""
+    """The canvas rectangle [N, 4] (top, left, bottom, right; inclusive; CPU) that an object of
+    the size of ``objects`` placed at each of ``offsets`` [N, 2] covers. Raises ``ValueError``
+    for an object entirely off the canvas."""
     height, width = objects.shape[-2:]
     corner = offsets.to("cpu", torch.long)
     top_left = corner.clamp(min=0)
@@ -91,9 +95,9 @@ def fill_unknown(
         colour = torch.tensor(mean, dtype=views.dtype, device=views.device).view(1, 3, 1, 1)
         return torch.where(known, views, colour)
     if fill == "inpaint" and boxes is not None:
-        return inpaint_boxes(views * 255.0, boxes) / 255.0
+        return inpaint_boxes(views, boxes)  # linear: the unit (0-1 or 0-255) does not matter
     if fill == "inpaint" and not bool(known.all()):
-        return inpaint(views * 255.0, known) / 255.0
+        return inpaint(views, known)
     if fill == "edge":
         raise ValueError("the edge fill is made by the placement: use compose(..., fill='edge')")
     return views

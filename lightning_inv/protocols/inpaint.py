@@ -9,12 +9,14 @@ Two implementations of the one definition:
 - ``inpaint(images, known)``: any known mask (rotated views); every pass blurs the whole frame.
 - ``inpaint_boxes(images, boxes)``: the known region is a rectangle per view (every embedding
   protocol). The known region of pass n is then the rectangle grown by n x (5 px before, 6 px
-  after) and clipped to the frame, so only the band that pass adds can change, and only the
-  pixels within the kernel's reach of that band are read: each pass blurs four strips of 16-17
-  rows or columns instead of the frame. The number of passes follows from the rectangles (no
-  host-device synchronisation), the normalising weight is the product of a row and a column
-  factor (the known region is a rectangle), and on CPU pass n works only on the views that still
-  grow (sorted by the passes they need).
+  after) and clipped to the frame, so only the four bands that pass adds can change, and the
+  12-line window of a new line reaches only the 5 (before) or 6 (after) known lines next to the
+  rectangle's edge, every other line of the window being still unknown (zero). A pass therefore
+  reads 5-6 lines per band, blurs them along the band and mixes them across it with a fixed
+  [new lines x known lines] matrix of kernel taps. The normalising weight is the product of a row
+  and a column factor (the known region is a rectangle), computed for all passes at once from
+  the rectangles, like the number of passes (no host-device synchronisation). On CPU each band
+  works only on the views still growing on its side.
 
 The blur is 12 shifted multiply-adds per axis on CPU (about 9x faster there than ``conv2d`` with a
 1 x 12 kernel on one channel) and a depthwise ``conv2d`` elsewhere (one kernel launch per axis).
@@ -22,9 +24,11 @@ The blur is 12 shifted multiply-adds per axis on CPU (about 9x faster there than
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -37,7 +41,7 @@ PAD_BEFORE, PAD_AFTER = KERNEL_TAPS // 2, KERNEL_TAPS // 2 - 1
 # Growth of the known region per pass: a pixel becomes known when a known pixel lies within
 # [-PAD_BEFORE, +PAD_AFTER] of it, so the region grows PAD_AFTER px before and PAD_BEFORE after.
 GROW_BEFORE, GROW_AFTER = PAD_AFTER, PAD_BEFORE
-MARGIN = KERNEL_TAPS - 1  # frame padding that keeps every strip index inside the padded frame
+MARGIN = max(PAD_BEFORE, GROW_AFTER)  # frame padding that keeps every band index inside it
 
 
 def binomial_kernel(taps: int = KERNEL_TAPS, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -84,10 +88,24 @@ def _check(images: Tensor, known_shape: tuple[int, ...], what: str) -> None:
         raise ValueError(f"{what} {known_shape} does not match images {tuple(images.shape)}")
 
 
+def _autocast_off(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run ``function(images, ...)`` with autocast disabled on the images' device: inside a
+    mixed-precision region (``--precision bf16-mixed``) its matmul and conv2d would otherwise run
+    in half precision and change the views."""
+
+    @functools.wraps(function)
+    def wrapper(images: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        with torch.autocast(images.device.type, enabled=False):
+            return function(images, *args, **kwargs)
+
+    return wrapper
+
+
 def _compute_dtype(images: Tensor) -> torch.dtype:
     return torch.float64 if images.dtype == torch.float64 else torch.float32
 
 
+@_autocast_off
 def inpaint(
     images: Tensor, known: Tensor, max_passes: int | None = None, method: str | None = None
 ) -> Tensor:
@@ -130,19 +148,25 @@ def inpaint(
     return out.to(images.dtype)
 
 
-def needed_passes(boxes: Tensor, height: int, width: int) -> Tensor:
-    """Passes [B] until each rectangle of ``boxes`` [B, 4] (top, left, bottom, right; inclusive)
-    fills an ``height`` x ``width`` frame: its slowest side (ceiling divisions)."""
+def side_passes(boxes: Tensor, height: int, width: int) -> Tensor:
+    """Passes [4, B] until each side of each rectangle of ``boxes`` [B, 4] (top, left, bottom,
+    right; inclusive) reaches the edge of an ``height`` x ``width`` frame, in band order: top,
+    bottom, left, right (ceiling divisions). A rectangle fills the frame after the maximum."""
     top, left, bottom, right = boxes.T
-    before = torch.maximum(top, left)  # grows GROW_BEFORE px per pass
-    after = torch.maximum(height - 1 - bottom, width - 1 - right)  # GROW_AFTER px per pass
-    return torch.maximum(-(-before // GROW_BEFORE), -(-after // GROW_AFTER))
+    return torch.stack(
+        [
+            -(-top // GROW_BEFORE),
+            -(-(height - 1 - bottom) // GROW_AFTER),
+            -(-left // GROW_BEFORE),
+            -(-(width - 1 - right) // GROW_AFTER),
+        ]
+    )
 
 
 def _grown_boxes(boxes: Tensor, passes: int, height: int, width: int) -> Tensor:
     """The known rectangle of every view before each pass and after the last:
     [passes + 1, B, 4] (top, left, bottom, right; inclusive)."""
-    steps = torch.arange(passes + 1)[:, None]
+    steps = torch.arange(passes + 1, device=boxes.device)[:, None]
     top = (boxes[None, :, 0] - GROW_BEFORE * steps).clamp(min=0)
     left = (boxes[None, :, 1] - GROW_BEFORE * steps).clamp(min=0)
     bottom = (boxes[None, :, 2] + GROW_AFTER * steps).clamp(max=height - 1)
@@ -150,82 +174,96 @@ def _grown_boxes(boxes: Tensor, passes: int, height: int, width: int) -> Tensor:
     return torch.stack([top, left, bottom, right], dim=-1)
 
 
-def _covered_weight(
-    positions: Tensor, first: Tensor, last: Tensor, kernel: Tensor, method: str | None
+# The two bands of one axis, as offsets from the rectangle's edge line: (new lines, known lines
+# they read). New line i reads lines i - 6 .. i + 5, so the 5 lines before the first known line
+# read its first 5 lines and the 6 lines after the last known line read its last 6 lines.
+BAND_BEFORE = (tuple(range(-GROW_BEFORE, 0)), tuple(range(0, PAD_AFTER)))
+BAND_AFTER = (tuple(range(1, GROW_AFTER + 1)), tuple(range(-PAD_BEFORE + 1, 1)))
+
+
+def band_matrix(band: tuple[tuple[int, ...], tuple[int, ...]], kernel: Tensor) -> Tensor:
+    """[new lines, known lines]: the kernel tap that each known line of a band gives each new
+    line along the band's axis (zero where the line is out of the 12-line window)."""
+    new, known = band
+    taps = torch.tensor([[j - i + PAD_BEFORE for j in known] for i in new])
+    inside = (taps >= 0) & (taps < len(kernel))
+    return torch.where(inside, kernel.cpu()[taps.clamp(0, len(kernel) - 1)], 0).to(kernel.device)
+
+
+def _interval(boxes: Tensor, axis: int) -> tuple[Tensor, Tensor]:
+    """(first, last) [..., 1] of ``boxes`` [..., 4] along ``axis`` (0: lines, 1: across)."""
+    return boxes[..., axis : axis + 1], boxes[..., axis + 2 : axis + 3]
+
+
+def _reciprocal_weight(
+    lines: Tensor,
+    known: tuple[Tensor, Tensor],
+    grown: tuple[Tensor, Tensor],
+    cumulative: Tensor,
 ) -> Tensor:
-    """1-D blur of the known interval's indicator: for ``positions`` [B, L] (frame coordinates
-    of consecutive pixels) and the interval ``first..last`` [B, 1], the weights [B, L - 11] of
-    the known pixels in each output's 12-pixel window. The known region is a rectangle, so the
-    2-D weight of normalised convolution is the product of the row and the column weights."""
-    inside = ((positions >= first) & (positions <= last)).to(kernel.dtype)
-    return correlate_valid(inside[:, None, None], kernel, -1, method)[:, 0, 0]
+    """1 / (1-D blur of the indicator of the ``known`` interval (first, last)) at ``lines``
+    (frame coordinates, [..., L]), and 0 at lines outside the ``grown`` interval that the pass
+    makes known (the frame clips it). The known region is a rectangle, so the 2-D weight of
+    normalised convolution is the product of a row and a column weight. ``cumulative`` [13]: the
+    kernel's running sums, float64, so that a weight of one tap (1/2048) keeps full precision."""
+    (first, last), (grown_first, grown_last) = known, grown
+    low = (first - lines + PAD_BEFORE).clamp(0, KERNEL_TAPS)
+    high = (last - lines + PAD_BEFORE + 1).clamp(0, KERNEL_TAPS)
+    weight = cumulative[high] - cumulative[low]
+    valid = (lines >= grown_first) & (lines <= grown_last) & (weight > 0)
+    return torch.where(valid, 1 / torch.where(valid, weight, 1), 0)
 
 
-def _band(
-    state: Tensor,
-    box: Tensor,
-    first_row: Tensor,
-    new_rows: int,
-    valid: Tensor,
-    col_weight: Tensor,
-    kernel: Tensor,
-    method: str | None,
-) -> tuple[Tensor, Tensor]:
-    """One band of new rows per view, from the padded ``state`` [B, C, H+2M, W+2M] (values
-    times the known mask; unknown pixels hold 0).
-
-    ``box`` [B, 4]: the known rectangle before this pass (rows first, last at 0, 2);
-    ``first_row`` [B]: frame row of the band's first new row; ``new_rows``: its height;
-    ``valid`` [B, 1, new_rows, W]: which of its pixels become known; ``col_weight`` [B, W]: the
-    column factor of the weight. Returns ``(index, rows)`` for ``state.scatter_(2, index,
-    rows)``: the band's rows of the padded frame, new values where valid, unchanged elsewhere.
-    """
-    b, channels, _, padded_w = state.shape
-    width = padded_w - 2 * MARGIN
-    reach = torch.arange(-PAD_BEFORE, new_rows + PAD_AFTER, device=state.device)
-    frame_rows = first_row[:, None] + reach  # [B, new_rows + 11]
-    rows_in = (frame_rows + MARGIN)[:, None, :, None]
-    strip = state.gather(2, rows_in.expand(b, channels, -1, padded_w))
-    window = strip[..., MARGIN - PAD_BEFORE : MARGIN + width + PAD_AFTER]
-    numerator = correlate_valid(correlate_valid(window, kernel, -1, method), kernel, -2, method)
-    row_weight = _covered_weight(frame_rows, box[:, 0:1], box[:, 2:3], kernel, method)
-    weight = (row_weight[:, :, None] * col_weight[:, None, :])[:, None]
-    estimate = numerator / torch.where(weight > 0, weight, 1)
-    old = strip[:, :, PAD_BEFORE : PAD_BEFORE + new_rows]
-    inner = old[..., MARGIN : MARGIN + width]
-    old[..., MARGIN : MARGIN + width] = torch.where(valid, estimate, inner)
-    index = rows_in[:, :, PAD_BEFORE : PAD_BEFORE + new_rows].expand_as(old)
-    return index, old
-
-
-def _band_pair(
-    state: Tensor, box: Tensor, grown: Tensor, kernel: Tensor, method: str | None
-) -> list[tuple[Tensor, Tensor]]:
-    """The bands before and after the rectangle along dim 2 of ``state`` (rows); ``box`` and
-    ``grown`` [B, 4] (first, first_across, last, last_across) before and after this pass."""
-    across = torch.arange(state.shape[-1] - 2 * MARGIN, device=state.device)
-    valid_cols = (across >= grown[:, 1:2]) & (across <= grown[:, 3:4])
-    reach = torch.arange(-PAD_BEFORE, len(across) + PAD_AFTER, device=state.device)
-    col_weight = _covered_weight(
-        reach.expand(len(box), -1), box[:, 1:2], box[:, 3:4], kernel, method
+def _axis_plans(grown: Tensor, across: int, cumulative: Tensor) -> list[dict[str, Tensor]]:
+    """What pass n of the two bands along one axis needs, for all passes at once, from the
+    rectangles ``grown`` [P + 1, B, 4] (first line, first across, last line, last across): per band
+    the padded indices of the known lines to read (``known``) and of the new lines to write
+    (``new``) [P, B, lines], the reciprocal line weight [P, B, new lines] and the reciprocal weight
+    across [P, B, across]."""
+    box, after = grown[:-1], grown[1:]
+    positions = torch.arange(across, device=grown.device)
+    across_weight = _reciprocal_weight(
+        positions, _interval(box, 1), _interval(after, 1), cumulative
     )
-    bands = []
-    for first_row, new_rows in (
-        (box[:, 0] - GROW_BEFORE, GROW_BEFORE),
-        (box[:, 2] + 1, GROW_AFTER),
-    ):
-        rows = first_row[:, None] + torch.arange(new_rows, device=state.device)
-        valid_rows = (rows >= grown[:, 0:1]) & (rows <= grown[:, 2:3])
-        valid = (valid_rows[:, :, None] & valid_cols[:, None, :])[:, None]
-        bands.append(_band(state, box, first_row, new_rows, valid, col_weight, kernel, method))
-    return bands
+    plans = []
+    for edge, (new, known) in zip(_interval(box, 0), (BAND_BEFORE, BAND_AFTER), strict=True):
+        # aranges, not tensors of the offsets: a host copy would break a CUDA graph capture
+        new_lines = edge + torch.arange(new[0], new[-1] + 1, device=grown.device)
+        known_lines = edge + torch.arange(known[0], known[-1] + 1, device=grown.device)
+        line_weight = _reciprocal_weight(
+            new_lines, _interval(box, 0), _interval(after, 0), cumulative
+        )
+        plans.append(
+            {
+                "known": known_lines + MARGIN,
+                "new": new_lines + MARGIN,
+                "line_weight": line_weight,
+                "across": across_weight,
+            }
+        )
+    return plans
 
 
+def _band_plans(grown: Tensor, height: int, width: int, kernel: Tensor) -> list[dict[str, Tensor]]:
+    """The plans of the four bands in ``side_passes`` order: top, bottom (along the rows), left,
+    right (along the columns, with rows and columns exchanged); weights in the kernel's dtype."""
+    cumulative = F.pad(torch.cumsum(kernel.to(torch.float64), 0), (1, 0))
+    # Slices, not an index list: a list would be copied from the host, which a graph forbids.
+    swapped = torch.stack([grown[..., 1], grown[..., 0], grown[..., 3], grown[..., 2]], dim=-1)
+    plans = _axis_plans(grown, width, cumulative) + _axis_plans(swapped, height, cumulative)
+    for plan in plans:  # the weights in the images' dtype, from float64
+        plan["line_weight"] = plan["line_weight"].to(kernel.dtype)
+        plan["across"] = plan["across"].to(kernel.dtype)
+    return plans
+
+
+@_autocast_off
 def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> Tensor:
     """``inpaint`` for views whose known pixels form one rectangle each, the same numbers.
 
     Args:
-        images: float [B, 3, H, W] in 0-255; only the pixels inside each box are read.
+        images: float [B, 3, H, W] (any unit: the procedure is linear); only the pixels inside
+            each box are read.
         boxes: int [B, 4] on the CPU: (top, left, bottom, right) of each known rectangle,
             inclusive, inside the frame.
         method: the blur, see ``correlate_valid``.
@@ -255,56 +293,85 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
             f"{height} x {width} frame per image; got {boxes.tolist()}"
         )
     compute = _compute_dtype(images)
-    kernel = binomial_kernel(dtype=compute).to(images.device)
-    needed = needed_passes(boxes, height, width)
-    passes = int(needed.max()) if len(needed) else 0
+    kernel = binomial_kernel(dtype=compute)
+    matrices = [band_matrix(band, kernel).to(images.device) for band in (BAND_BEFORE, BAND_AFTER)]
+    kernel = kernel.to(images.device)
+    sides = side_passes(boxes, height, width)  # [4, B]
+    passes = int(sides.max()) if sides.numel() else 0
+    if passes == 0:
+        return images.clone()
     frames = images.to(compute)
-    if images.is_cuda and passes > 0:  # fixed shapes for the graph: every view every pass
+    constants = (kernel, *matrices)
+    if images.is_cuda:  # fixed shapes for the graph: every band of every view every pass
         grown = _grown_boxes(boxes, passes, height, width).to(images.device, non_blocking=True)
-        return _graph_replay(frames, grown, kernel, passes, method).to(images.dtype)
-    # Views sorted by the passes they need, so that pass n works on a prefix of the batch.
-    order = torch.argsort(needed, descending=True, stable=True)
-    active = (needed[None, :] > torch.arange(passes)[:, None]).sum(dim=1).tolist()
-    grown = _grown_boxes(boxes[order], passes, height, width).to(images.device)
-    index = order.to(images.device)
-    filled = _fill_boxes(frames[index], grown, kernel, passes, method, active)
-    out = torch.empty_like(filled)
-    out[index] = filled
-    return out.to(images.dtype)
+        return _graph_replay(frames, grown, constants, passes, method).to(images.dtype)
+    # Each band works only on the views still growing on its side: views sorted by the passes
+    # that side needs, pass n takes a prefix.
+    schedule = []
+    for needed in sides:
+        order = torch.argsort(needed, descending=True, stable=True)
+        counts = (needed[None, :] > torch.arange(passes)[:, None]).sum(dim=1).tolist()
+        schedule.append((order, counts))
+    grown = _grown_boxes(boxes, passes, height, width)
+    return _fill_boxes(frames, grown, constants, passes, method, schedule).to(images.dtype)
 
 
 def _fill_boxes(
     images: Tensor,
     grown: Tensor,
-    kernel: Tensor,
+    constants: tuple[Tensor, Tensor, Tensor],
     passes: int,
     method: str | None,
-    active: list[int] | None = None,
+    schedule: list[tuple[Tensor, list[int]]] | None = None,
 ) -> Tensor:
-    """The passes on device tensors only (``grown`` from ``_grown_boxes``, ``kernel`` on the
-    images' device): no host-device synchronisation, so CUDA can capture it as a graph.
-    ``active[n]``: pass n touches only the first ``active[n]`` views (the caller sorted the
-    views by the passes they need; None: all views every pass)."""
-    height, width = images.shape[-2:]
+    """The passes on device tensors only (``grown`` from ``_grown_boxes``; ``constants``: the
+    kernel and the two band matrices, on the images' device): no host-device synchronisation, so
+    CUDA can capture it as a graph. ``schedule``: per band (``side_passes`` order) a view order
+    and, per pass, how many views of that order the band works on (None: every view every pass).
+
+    A pass reads, per view and band, the 5 or 6 known lines next to the rectangle's edge (the only
+    non-zero lines a new line's 12-line window reaches), blurs them along the band, mixes them
+    across it with the band's matrix, divides by the weight and writes the new lines; all four
+    bands read the state before any of them writes. Returns [B, C, H, W], contiguous."""
+    kernel, *matrices = constants
+    count, channels, height, width = images.shape
     rows = torch.arange(height, device=images.device)
     cols = torch.arange(width, device=images.device)
     inside = ((rows >= grown[0, :, 0:1]) & (rows <= grown[0, :, 2:3]))[:, :, None] & (
         (cols >= grown[0, :, 1:2]) & (cols <= grown[0, :, 3:4])
     )[:, None, :]
-    state = F.pad(images * inside[:, None], (MARGIN,) * 4)
-    # The same rectangles with rows and columns exchanged (slices, not an index list: a list
-    # would be copied from the host, which a CUDA graph capture forbids).
-    swapped = torch.stack([grown[..., 1], grown[..., 0], grown[..., 3], grown[..., 2]], dim=-1)
+    state = images.new_zeros(count, channels, height + 2 * MARGIN, width + 2 * MARGIN)
+    frame = state[..., MARGIN : MARGIN + height, MARGIN : MARGIN + width]
+    torch.mul(images, inside[:, None], out=frame)
+    plans = _band_plans(grown, height, width, kernel)
+    everyone = torch.arange(count, device=images.device)
+    if schedule is None:
+        schedule = [(everyone, [count] * passes)] * len(plans)
+    else:  # each band's plan in its own view order
+        plans = [
+            {name: values[:, order] for name, values in plan.items()}
+            for plan, (order, _) in zip(plans, schedule, strict=True)
+        ]
+    axis_states = (state, state, state.transpose(2, 3), state.transpose(2, 3))
     for n in range(passes):
-        k = len(images) if active is None else active[n]
-        part, transposed = state[:k], state[:k].transpose(2, 3)
-        row_bands = _band_pair(part, grown[n, :k], grown[n + 1, :k], kernel, method)
-        col_bands = _band_pair(transposed, swapped[n, :k], swapped[n + 1, :k], kernel, method)
-        for index, values in row_bands:
-            part.scatter_(2, index, values)
-        for index, values in col_bands:
-            transposed.scatter_(2, index, values)
-    return state[..., MARGIN : MARGIN + height, MARGIN : MARGIN + width]
+        writes = []
+        for axis_state, plan, (order, counts), matrix in zip(
+            axis_states, plans, schedule, matrices * 2, strict=True
+        ):
+            k = counts[n]
+            if k == 0:
+                continue
+            batch = order[:k, None]
+            length = axis_state.shape[-1] - 2 * MARGIN
+            lines = axis_state[batch, :, plan["known"][n, :k]]  # [k, lines, C, length + 2 M]
+            window = lines[..., MARGIN - PAD_BEFORE : MARGIN + length + PAD_AFTER]
+            blurred = correlate_valid(window, kernel, -1, method)  # [k, lines, C, length]
+            mixed = torch.matmul(matrix, blurred.flatten(2)).view(k, -1, *blurred.shape[2:])
+            factor = plan["line_weight"][n, :k, :, None, None] * plan["across"][n, :k, None, None]
+            writes.append((axis_state, batch, plan["new"][n, :k], mixed * factor))
+        for axis_state, batch, new, values in writes:
+            axis_state[batch, :, new, MARGIN : MARGIN + values.shape[-1]] = values
+    return frame.contiguous()
 
 
 _GRAPHS: OrderedDict[tuple, tuple] = OrderedDict()
@@ -316,16 +383,16 @@ MAX_GRAPHS = 32
 
 
 def _graph_replay(
-    images: Tensor, grown: Tensor, kernel: Tensor, passes: int, method: str | None
+    images: Tensor, grown: Tensor, constants: tuple, passes: int, method: str | None
 ) -> Tensor:
     key = (tuple(images.shape), images.dtype, images.device, passes, method)
     entry = _GRAPHS.get(key)
     if entry is None:
         try:
-            entry = _capture(images, grown, kernel, passes, method)
+            entry = _capture(images, grown, constants, passes, method)
         except RuntimeError as err:  # e.g. a capture inside another capture
             warnings.warn(f"inpainting runs without a CUDA graph: {err}", stacklevel=3)
-            return _fill_boxes(images, grown, kernel, passes, method)
+            return _fill_boxes(images, grown, constants, passes, method)
         _GRAPHS[key] = entry
         while len(_GRAPHS) > MAX_GRAPHS:
             _GRAPHS.popitem(last=False)
@@ -338,16 +405,16 @@ def _graph_replay(
 
 
 def _capture(
-    images: Tensor, grown: Tensor, kernel: Tensor, passes: int, method: str | None
+    images: Tensor, grown: Tensor, constants: tuple, passes: int, method: str | None
 ) -> tuple:
     static_images, static_grown = images.clone(), grown.clone()
     side = torch.cuda.Stream(images.device)
     side.wait_stream(torch.cuda.current_stream(images.device))
     with torch.cuda.stream(side):  # warm-up outside the graph, as CUDA graphs require
-        _fill_boxes(static_images, static_grown, kernel, passes, method)
+        _fill_boxes(static_images, static_grown, constants, passes, method)
     torch.cuda.current_stream(images.device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     pool = _POOLS.setdefault(images.device, torch.cuda.graph_pool_handle())
     with torch.cuda.graph(graph, pool=pool):
-        static_out = _fill_boxes(static_images, static_grown, kernel, passes, method)
+        static_out = _fill_boxes(static_images, static_grown, constants, passes, method)
     return graph, static_images, static_grown, static_out

@@ -1,8 +1,9 @@
 """Exact integer placement of images on a canvas: the core of translate, crop, scale and friends.
 
-Pixels are gathered with separable integer indices, so a shift of 1 px moves content by exactly
-1 px (no resampling), for a whole batch at once. Negative offsets crop; ``wrap`` gives circular
-shifts; ``clamp`` repeats the edge pixels (the ``edge`` fill).
+Pixels move by integer offsets, so a shift of 1 px moves content by exactly 1 px (no
+resampling): on CPU one slice copy per view, elsewhere one gather with separable integer indices
+for the whole batch. Negative offsets crop; ``wrap`` gives circular shifts; ``clamp`` repeats the
+edge pixels (the ``edge`` fill).
 """
 
 from __future__ import annotations
@@ -19,43 +20,84 @@ def place(
     offsets: Tensor,
     canvas: int,
     mode: str = "zeros",
+    source: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Put each image on a ``canvas`` x ``canvas`` frame with its top-left corner at ``offsets``.
+    """Put images on a ``canvas`` x ``canvas`` frame with their top-left corner at ``offsets``.
 
     Args:
-        images: [N, C, h, w].
-        offsets: int [N, 2], (top, left) in px of each image on the canvas (may be negative).
+        images: [M, C, h, w].
+        offsets: int [N, 2], (top, left) in px of each view's image on the canvas (may be
+            negative). Keep them on the CPU for CPU images: the copies are planned from them.
         canvas: side of the output (px).
         mode: ``"zeros"`` (outside pixels are 0), ``"clamp"`` (nearest edge pixel) or ``"wrap"``
             (circular: ``torch.roll``).
+        source: int [N], the image of each view (default: view i shows image i, M = N); lets a
+            sweep place one image many times without copying it first.
 
     Returns:
         ``(views [N, C, canvas, canvas], known bool [N, 1, canvas, canvas])``; ``known`` is False
         where no image pixel landed (always True for ``wrap``).
+
+    ``zeros`` on CPU copies each view's rectangle (a slice per view, memcpy speed); the other
+    modes and devices gather every canvas pixel by index in one call (one kernel on a GPU).
     """
-    n, _, h, w = images.shape
-    device = images.device
-    offsets = offsets.to(device=device, dtype=torch.long)
-    grid = torch.arange(canvas, device=device)
-    rows = grid[None, :] - offsets[:, :1]  # [N, canvas]: source row of each canvas row
-    cols = grid[None, :] - offsets[:, 1:]
-    if mode == "wrap":
-        rows, cols = rows % h, cols % w
-        row_ok = torch.ones_like(rows, dtype=torch.bool)
-        col_ok = torch.ones_like(cols, dtype=torch.bool)
-    else:
-        row_ok = (rows >= 0) & (rows < h)
-        col_ok = (cols >= 0) & (cols < w)
-        rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
-    batch = torch.arange(n, device=device)[:, None, None]
-    views = images[batch, :, rows[:, :, None], cols[:, None, :]]  # [N, canvas, canvas, C]
-    views = views.permute(0, 3, 1, 2)
-    known = (row_ok[:, :, None] & col_ok[:, None, :])[:, None]
-    if mode == "zeros":
-        views = views * known
-    elif mode not in ("clamp", "wrap"):
+    if mode not in ("zeros", "clamp", "wrap"):
         raise ValueError(f"unknown placement mode {mode!r}; use 'zeros', 'clamp' or 'wrap'")
-    return views.contiguous(), known
+    if source is None:
+        if len(images) != len(offsets):
+            raise ValueError(f"{len(offsets)} offsets for {len(images)} images: pass source=")
+        source = torch.arange(len(offsets))
+    rows, cols, row_ok, col_ok = _source_lines(offsets, canvas, *images.shape[-2:], mode)
+    device = images.device
+    rows, cols, row_ok, col_ok = (t.to(device) for t in (rows, cols, row_ok, col_ok))
+    known = (row_ok[:, :, None] & col_ok[:, None, :])[:, None]
+    if mode == "zeros" and device.type == "cpu":
+        return _paste(images, offsets, canvas, source), known
+    return _gather(images, rows, cols, source.to(device), known if mode == "zeros" else None), known
+
+
+def _source_lines(
+    offsets: Tensor, canvas: int, height: int, width: int, mode: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Source row and column [N, canvas] of every canvas row and column (wrapped or clamped into
+    the image) and whether an image pixel lands there [N, canvas] (bool)."""
+    grid = torch.arange(canvas, device=offsets.device)
+    rows = grid[None, :] - offsets[:, :1].long()
+    cols = grid[None, :] - offsets[:, 1:].long()
+    if mode == "wrap":
+        ok = torch.ones_like(rows, dtype=torch.bool)
+        return rows % height, cols % width, ok, ok
+    row_ok = (rows >= 0) & (rows < height)
+    col_ok = (cols >= 0) & (cols < width)
+    return rows.clamp(0, height - 1), cols.clamp(0, width - 1), row_ok, col_ok
+
+
+def _gather(
+    images: Tensor, rows: Tensor, cols: Tensor, source: Tensor, known: Tensor | None
+) -> Tensor:
+    """Every canvas pixel gathered by index in one call: [N, C, canvas, canvas], zeroed where
+    ``known`` is False (if given)."""
+    views = images[source[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [N, S, S, C]
+    views = views.permute(0, 3, 1, 2)
+    if known is not None:
+        views = views * known
+    return views.contiguous()
+
+
+def _paste(images: Tensor, offsets: Tensor, canvas: int, source: Tensor) -> Tensor:
+    """``place(mode="zeros")`` as one slice copy per view: [N, C, canvas, canvas]."""
+    height, width = images.shape[-2:]
+    out = images.new_zeros(len(offsets), images.shape[1], canvas, canvas)
+    for view, ((top, left), image) in enumerate(
+        zip(offsets.tolist(), source.tolist(), strict=True)
+    ):
+        first_row, last_row = max(top, 0), min(top + height, canvas)
+        first_col, last_col = max(left, 0), min(left + width, canvas)
+        if first_row < last_row and first_col < last_col:
+            out[view, :, first_row:last_row, first_col:last_col] = images[
+                image, :, first_row - top : last_row - top, first_col - left : last_col - left
+            ]
+    return out
 
 
 @dataclass(frozen=True)

@@ -213,8 +213,8 @@ class _Filled(Protocol):
     def default_key(self) -> str:
         return f"{self.name}_{self.fill}"
 
-    def _compose(self, objects: Tensor, offsets: Tensor) -> Tensor:
-        return compose(objects, offsets, self.canvas, self.fill, self.mean)
+    def _compose(self, objects: Tensor, offsets: Tensor, source: Tensor | None = None) -> Tensor:
+        return compose(objects, offsets, self.canvas, self.fill, self.mean, source)
 
     def _sweep(
         self, objects: Tensor, corner: tuple[int, int], direction: str, shifts: list[float]
@@ -225,8 +225,8 @@ class _Filled(Protocol):
         moved = torch.tensor(shifts)  # CPU: see compose()
         offsets = torch.stack([corner[0] + dy * moved, corner[1] + dx * moved], dim=1)  # [T, 2]
         b, t = len(objects), len(shifts)
-        repeated = objects[:, None].expand(-1, t, -1, -1, -1).reshape(b * t, *objects.shape[1:])
-        views = self._compose(repeated, offsets.repeat(b, 1))
+        source = torch.arange(b).repeat_interleave(t)  # views j * t .. j * t + t - 1: object j
+        views = self._compose(objects, offsets.repeat(b, 1), source)
         return views.view(b, t, 3, self.canvas, self.canvas)
 
 
@@ -346,11 +346,11 @@ class Crop(Protocol):
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         larger = self.larger_pictures(indices, originals)
         dy, dx = DIRECTIONS[self.direction]
-        steps = torch.arange(self.steps, device=images.device)
+        steps = torch.arange(self.steps)  # CPU, as place() wants
         offsets = -torch.stack([dy * steps, dx * steps], dim=1)
         b, t = len(images), self.steps
-        repeated = larger[:, None].expand(-1, t, -1, -1, -1).reshape(b * t, *larger.shape[1:])
-        views, _ = place(repeated, offsets.repeat(b, 1), self.canvas)
+        source = torch.arange(b).repeat_interleave(t)
+        views, _ = place(larger, offsets.repeat(b, 1), self.canvas, source=source)
         return views.view(b, t, 3, self.canvas, self.canvas)
 
 
@@ -545,9 +545,9 @@ class PairShift(Protocol):
             sample_generator(self.seed, i).integers(0, self.max_offset, size=(2, 2))
             for i in indices.tolist()
         ]
-        offsets = -torch.tensor(np.array(drawn), dtype=torch.long, device=images.device).view(-1, 2)
-        repeated = larger.repeat_interleave(2, dim=0)
-        views, _ = place(repeated, offsets, self.canvas)
+        offsets = -torch.tensor(np.array(drawn), dtype=torch.long).view(-1, 2)
+        source = torch.arange(len(images)).repeat_interleave(2)
+        views, _ = place(larger, offsets, self.canvas, source=source)
         return views.view(len(images), 2, 3, self.canvas, self.canvas)
 
 
@@ -610,13 +610,13 @@ class TranslationSequence(Protocol):
         side = self.canvas + 2 * self.max_shift
         larger = torch.stack([resize_cover(photo, side) for photo in originals])
         dy, dx = DIRECTIONS[self.direction]
-        moved = torch.tensor(self.positions, device=images.device, dtype=torch.long)
+        moved = torch.tensor(self.positions, dtype=torch.long)  # CPU, as place() wants
         # Content moved by s px is the centred window moved by -s; place() takes minus its corner.
         m = self.max_shift
         offsets = -torch.stack([m - dy * moved, m - dx * moved], dim=1)
         b, t = len(images), self.num_views
-        repeated = larger[:, None].expand(-1, t, -1, -1, -1).reshape(b * t, *larger.shape[1:])
-        views, _ = place(repeated, offsets.repeat(b, 1), self.canvas)
+        source = torch.arange(b).repeat_interleave(t)
+        views, _ = place(larger, offsets.repeat(b, 1), self.canvas, source=source)
         return views.view(b, t, 3, self.canvas, self.canvas)
 
 
