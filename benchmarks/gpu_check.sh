@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/gpu_check.sh [OUTPUT_FOLDER]      (default runs/gpu_check)
 #
-# 1. the inpainting and crop-selection tests on CUDA (the conv2d blur against the CPU one);
+# 1. the inpainting, crop-selection and protocol tests on CUDA (CUDA views against the CPU ones);
 # 2. benchmarks/engine_throughput.py for tf_efficientnet_lite0 and resnet50 at bf16 with
 #    channels_last: every protocol's ratio to the bare forward, and views/s; the forward cost of
 #    each fix (benchmarks/modifier_cost.py);
@@ -22,7 +22,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $python -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
 
 echo "== 1. tests on CUDA"
-$python -m pytest -q -p no:cacheprovider tests/test_inpaint.py tests/test_crop_selection.py 2>&1 | tail -3
+$python -m pytest -q -p no:cacheprovider tests/test_inpaint.py tests/test_crop_selection.py \
+    tests/test_protocols.py 2>&1 | tail -3
 
 echo "== 2. engine against the bare forward (bf16, channels_last)"
 for model in tf_efficientnet_lite0 resnet50; do

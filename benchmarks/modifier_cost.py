@@ -5,7 +5,8 @@
 
 Prints, per modifier, its images/s and the median over ``--repeats`` rounds of (its forward time
 / the plain model's) for one batch at the model's canvas, the two timed back to back in each round
-after a warm-up (>1: slower). Random weights: the cost of a fix does not depend on them.
+after a warm-up (>1: slower). Random weights: the cost of a fix does not depend on them. glibc's
+malloc thresholds raised first, as evaluate.py and train.py do (``lightning_inv.allocator``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import torch
 from engine_throughput import paired_seconds  # this folder: run as a script
 
+from lightning_inv.allocator import keep_freed_memory
 from lightning_inv.module import InvarianceClassifier
 
 
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    keep_freed_memory()  # as evaluate.py and train.py run
     torch.manual_seed(0)
     results: dict[str, object] = {"model": args.model, "device": args.device}
     plain = InvarianceClassifier(args.model, pretrained=False).to(args.device).eval()

@@ -213,3 +213,29 @@ def test_scale_inpaints_all_sizes_at_once_with_the_same_numbers():
             resize(images, side), torch.tensor([[top, top]] * 2), 40, "inpaint", protocol.mean
         )
         torch.testing.assert_close(views[:, t], expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_every_preset_protocol_makes_the_same_views_on_cuda():
+    """On a GPU the placement gathers by index and the inpainting replays CUDA graphs of its band
+    passes (every band every pass); on CPU both take other paths. The views must agree for every
+    protocol of the paper presets, twice (a stale graph replay would fail the second call)."""
+    from lightning_inv.presets import PresetContext, build_experiments
+
+    protocols, _ = build_experiments(
+        ("table1", "fig2", "fig6", "fig9", "zhang2019", "aps2021", "imagenet_p"),
+        PresetContext(canvas=64, mean=(0.485, 0.456, 0.406)),
+    )
+    torch.manual_seed(0)
+    for round_ in range(2):
+        images = torch.rand(3, 3, 64, 64)
+        photos = [torch.rand(3, 90, 120), torch.rand(3, 70, 64), torch.rand(3, 64, 100)]
+        indices = torch.arange(3) + 10 * round_
+        for protocol in protocols:
+            cpu = protocol(images, indices, photos if protocol.uses_original else None)
+            gpu = protocol(
+                images.cuda(),
+                indices,
+                [p.cuda() for p in photos] if protocol.uses_original else None,
+            )
+            torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0, msg=protocol.key)

@@ -209,7 +209,7 @@ def _reciprocal_weight(
     (first, last), (grown_first, grown_last) = known, grown
     low = (first - lines + PAD_BEFORE).clamp(0, KERNEL_TAPS)
     high = (last - lines + PAD_BEFORE + 1).clamp(0, KERNEL_TAPS)
-    weight = cumulative[high] - cumulative[low]
+    weight = torch.take(cumulative, high) - torch.take(cumulative, low)
     valid = (lines >= grown_first) & (lines <= grown_last) & (weight > 0)
     return torch.where(valid, 1 / torch.where(valid, weight, 1), 0)
 

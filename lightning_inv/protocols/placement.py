@@ -89,7 +89,7 @@ def _paste(images: Tensor, offsets: Tensor, canvas: int, source: Tensor) -> Tens
     height, width = images.shape[-2:]
     out = images.new_zeros(len(offsets), images.shape[1], canvas, canvas)
     for view, ((top, left), image) in enumerate(
-        zip(offsets.tolist(), source.tolist(), strict=True)
+        zip(offsets.long().tolist(), source.tolist(), strict=True)
     ):
         first_row, last_row = max(top, 0), min(top + height, canvas)
         first_col, last_col = max(left, 0), min(left + width, canvas)
