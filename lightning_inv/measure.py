@@ -170,7 +170,8 @@ class ProtocolMeasures(Metric):
         """Every ``CONSOLIDATE_EVERY`` updates, join each list state into one tensor. Thousands
         of small tensors kept for the whole run, allocated between the large short-lived views of
         each batch, fragment the heap: resident memory then grew by ~30 KB per image in a loop of
-        64 px random-location views; joined states keep it flat. The values are unchanged (``compute`` concatenates anyway)."""
+        64 px random-location views; joined states keep it flat. The values are unchanged
+        (``compute`` concatenates anyway)."""
         if len(self.index) < CONSOLIDATE_EVERY:
             return
         for name in self._defaults:

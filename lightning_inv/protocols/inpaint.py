@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_inv.protocols.transfer import to_device
+
 KERNEL_TAPS = 12
 # For an even kernel, scipy.signal.convolve2d(..., mode="same") aligns as: pad 6 before, 5 after.
 PAD_BEFORE, PAD_AFTER = KERNEL_TAPS // 2, KERNEL_TAPS // 2 - 1
@@ -187,7 +189,16 @@ def band_matrix(band: tuple[tuple[int, ...], tuple[int, ...]], kernel: Tensor) -
     new, known = band
     taps = torch.tensor([[j - i + PAD_BEFORE for j in known] for i in new])
     inside = (taps >= 0) & (taps < len(kernel))
-    return torch.where(inside, kernel.cpu()[taps.clamp(0, len(kernel) - 1)], 0).to(kernel.device)
+    return torch.where(inside, kernel[taps.clamp(0, len(kernel) - 1)], 0)
+
+
+@functools.lru_cache(maxsize=8)
+def _band_constants(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """The kernel and the two band matrices on ``device``, made once per (dtype, device): no
+    host-to-device copy per call, and the tensors a CUDA graph captured stay alive."""
+    kernel = binomial_kernel(dtype=dtype)
+    matrices = [band_matrix(band, kernel) for band in (BAND_BEFORE, BAND_AFTER)]
+    return tuple(t.to(device) for t in (kernel, *matrices))
 
 
 def _interval(boxes: Tensor, axis: int) -> tuple[Tensor, Tensor]:
@@ -293,17 +304,14 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
             f"{height} x {width} frame per image; got {boxes.tolist()}"
         )
     compute = _compute_dtype(images)
-    kernel = binomial_kernel(dtype=compute)
-    matrices = [band_matrix(band, kernel).to(images.device) for band in (BAND_BEFORE, BAND_AFTER)]
-    kernel = kernel.to(images.device)
     sides = side_passes(boxes, height, width)  # [4, B]
     passes = int(sides.max()) if sides.numel() else 0
     if passes == 0:
         return images.clone()
     frames = images.to(compute)
-    constants = (kernel, *matrices)
+    constants = _band_constants(compute, images.device)
     if images.is_cuda:  # fixed shapes for the graph: every band of every view every pass
-        grown = _grown_boxes(boxes, passes, height, width).to(images.device, non_blocking=True)
+        grown = to_device(_grown_boxes(boxes, passes, height, width), images.device)
         return _graph_replay(frames, grown, constants, passes, method).to(images.dtype)
     # Each band works only on the views still growing on its side: views sorted by the passes
     # that side needs, pass n takes a prefix.

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_inv.protocols.transfer import to_device
+
 
 def place(
     images: Tensor,
@@ -49,11 +51,12 @@ def place(
         source = torch.arange(len(offsets))
     rows, cols, row_ok, col_ok = _source_lines(offsets, canvas, *images.shape[-2:], mode)
     device = images.device
-    rows, cols, row_ok, col_ok = (t.to(device) for t in (rows, cols, row_ok, col_ok))
+    rows, cols, row_ok, col_ok = (to_device(t, device) for t in (rows, cols, row_ok, col_ok))
     known = (row_ok[:, :, None] & col_ok[:, None, :])[:, None]
     if mode == "zeros" and device.type == "cpu":
         return _paste(images, offsets, canvas, source), known
-    return _gather(images, rows, cols, source.to(device), known if mode == "zeros" else None), known
+    source = to_device(source, device)
+    return _gather(images, rows, cols, source, known if mode == "zeros" else None), known
 
 
 def _source_lines(
