@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from lightning_inv.protocols.inpaint import inpaint, inpaint_boxes
-from lightning_inv.protocols.placement import place
+from lightning_inv.protocols.placement import place_views
 
 FILL_MODES = ("mean", "black", "edge", "inpaint")
 
@@ -39,10 +39,10 @@ def compose(
     inpainting plan their work from them without waiting for the device."""
     check_fill(fill)
     mode = "clamp" if fill == "edge" else "zeros"
-    views, known = place(objects, offsets, canvas, mode=mode, source=source)
+    views = place_views(objects, offsets, canvas, mode=mode, source=source)
     if fill == "edge":  # the placement already repeated the edge pixels
         return views
-    return fill_unknown(views, known, fill, mean, boxes=known_boxes(objects, offsets, canvas))
+    return fill_unknown(views, None, fill, mean, boxes=known_boxes(objects, offsets, canvas))
 
 
 def compose_many(
@@ -55,12 +55,10 @@ def compose_many(
     call over all of them (one inpainting instead of one per size); same results."""
     if fill == "edge":
         return [compose(objects, offsets, canvas, fill, mean) for objects, offsets in parts]
-    placed = [place(objects, offsets, canvas) for objects, offsets in parts]
+    placed = [place_views(objects, offsets, canvas) for objects, offsets in parts]
     boxes = torch.cat([known_boxes(o, c, canvas) for o, c in parts])
-    views = torch.cat([v for v, _ in placed])
-    known = torch.cat([k for _, k in placed])
-    filled = fill_unknown(views, known, fill, mean, boxes=boxes)
-    return list(filled.split([len(v) for v, _ in placed]))
+    filled = fill_unknown(torch.cat(placed), None, fill, mean, boxes=boxes)
+    return list(filled.split([len(v) for v in placed]))
 
 
 def known_boxes(objects: Tensor, offsets: Tensor, canvas: int) -> Tensor:
@@ -79,9 +77,20 @@ def known_boxes(objects: Tensor, offsets: Tensor, canvas: int) -> Tensor:
     return torch.cat([top_left, bottom_right], dim=1)
 
 
+def box_mask(boxes: Tensor, height: int, width: int, device: torch.device) -> Tensor:
+    """bool [N, 1, height, width]: True inside each of ``boxes`` [N, 4] (top, left, bottom,
+    right; inclusive)."""
+    boxes = boxes.to(device)
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    inside_rows = (rows >= boxes[:, 0:1]) & (rows <= boxes[:, 2:3])
+    inside_cols = (cols >= boxes[:, 1:2]) & (cols <= boxes[:, 3:4])
+    return (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]
+
+
 def fill_unknown(
     views: Tensor,
-    known: Tensor,
+    known: Tensor | None,
     fill: str,
     mean: Sequence[float] = (0.485, 0.456, 0.406),
     boxes: Tensor | None = None,
@@ -89,15 +98,22 @@ def fill_unknown(
     """Fill the pixels of ``views`` [N, 3, H, W] (zeros there) where ``known`` [N, 1, H, W] is
     False: ``mean`` colour, ``black`` (left as zeros) or ``inpaint``. ``edge`` needs the placement
     (``compose``) and is refused here. ``boxes`` [N, 4] (CPU): ``known`` is exactly these
-    rectangles, which lets the inpainting work on bands (``inpaint_boxes``, same numbers)."""
+    rectangles, which lets the inpainting work on bands (``inpaint_boxes``, same numbers);
+    ``known`` may then be None."""
     check_fill(fill)
+    if fill == "edge":
+        raise ValueError("the edge fill is made by the placement: use compose(..., fill='edge')")
+    if fill == "inpaint" and boxes is not None:
+        return inpaint_boxes(views, boxes)  # linear: the unit (0-1 or 0-255) does not matter
+    if fill == "black":
+        return views
+    if known is None:
+        if boxes is None:
+            raise ValueError("fill_unknown needs the known mask or the boxes")
+        known = box_mask(boxes, *views.shape[-2:], views.device)
     if fill == "mean":
         colour = torch.tensor(mean, dtype=views.dtype, device=views.device).view(1, 3, 1, 1)
         return torch.where(known, views, colour)
-    if fill == "inpaint" and boxes is not None:
-        return inpaint_boxes(views, boxes)  # linear: the unit (0-1 or 0-255) does not matter
-    if fill == "inpaint" and not bool(known.all()):
+    if not bool(known.all()):
         return inpaint(views, known)
-    if fill == "edge":
-        raise ValueError("the edge fill is made by the placement: use compose(..., fill='edge')")
     return views

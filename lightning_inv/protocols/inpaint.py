@@ -206,44 +206,43 @@ def _interval(boxes: Tensor, axis: int) -> tuple[Tensor, Tensor]:
     return boxes[..., axis : axis + 1], boxes[..., axis + 2 : axis + 3]
 
 
-def _reciprocal_weight(
-    lines: Tensor,
-    known: tuple[Tensor, Tensor],
-    grown: tuple[Tensor, Tensor],
-    cumulative: Tensor,
-) -> Tensor:
-    """1 / (1-D blur of the indicator of the ``known`` interval (first, last)) at ``lines``
-    (frame coordinates, [..., L]), and 0 at lines outside the ``grown`` interval that the pass
-    makes known (the frame clips it). The known region is a rectangle, so the 2-D weight of
-    normalised convolution is the product of a row and a column weight. ``cumulative`` [13]: the
-    kernel's running sums, float64, so that a weight of one tap (1/2048) keeps full precision."""
-    (first, last), (grown_first, grown_last) = known, grown
-    low = (first - lines + PAD_BEFORE).clamp(0, KERNEL_TAPS)
-    high = (last - lines + PAD_BEFORE + 1).clamp(0, KERNEL_TAPS)
-    weight = torch.take(cumulative, high) - torch.take(cumulative, low)
-    valid = (lines >= grown_first) & (lines <= grown_last) & (weight > 0)
-    return torch.where(valid, 1 / torch.where(valid, weight, 1), 0)
+def reciprocal_table(kernel: Tensor) -> Tensor:
+    """[(taps + 1)^2]: at ``low * (taps + 1) + high``, 1 / (sum of the kernel taps ``low`` ..
+    ``high - 1``), 0 where that range is empty. Sums in float64, then the kernel's dtype: the
+    taps of the binomial kernel are multiples of 1/2048, so every sum is exact."""
+    cumulative = F.pad(torch.cumsum(kernel.to(torch.float64), 0), (1, 0))  # [taps + 1]
+    sums = cumulative[None, :] - cumulative[:, None]  # [low, high]
+    table = torch.where(sums > 0, 1 / torch.where(sums > 0, sums, 1), 0)
+    return table.flatten().to(kernel.dtype)
 
 
-def _axis_plans(grown: Tensor, across: int, cumulative: Tensor) -> list[dict[str, Tensor]]:
+def _reciprocal_weight(lines: Tensor, first: Tensor, last: Tensor, table: Tensor) -> Tensor:
+    """1 / (1-D blur of the indicator of the known interval [first, last]) at ``lines`` (frame
+    coordinates; broadcast), and 0 where the 12-line window of a line misses the interval, i.e.
+    outside the interval grown by one pass. The known region is a rectangle, so the 2-D weight
+    of normalised convolution is the product of a row and a column weight."""
+    low = (first + PAD_BEFORE - lines).clamp_(0, KERNEL_TAPS)
+    high = (last + PAD_BEFORE + 1 - lines).clamp_(0, KERNEL_TAPS)
+    return torch.take(table, low.mul_(KERNEL_TAPS + 1).add_(high))
+
+
+def _axis_plans(grown: Tensor, across: int, table: Tensor) -> list[dict[str, Tensor]]:
     """What pass n of the two bands along one axis needs, for all passes at once, from the
     rectangles ``grown`` [P + 1, B, 4] (first line, first across, last line, last across): per band
     the padded indices of the known lines to read (``known``) and of the new lines to write
     (``new``) [P, B, lines], the reciprocal line weight [P, B, new lines] and the reciprocal weight
-    across [P, B, across]."""
+    across [P, B, across]. The frame clips the growth: lines and positions outside it get 0."""
     box, after = grown[:-1], grown[1:]
     positions = torch.arange(across, device=grown.device)
-    across_weight = _reciprocal_weight(
-        positions, _interval(box, 1), _interval(after, 1), cumulative
-    )
+    across_weight = _reciprocal_weight(positions, *_interval(box, 1), table)
     plans = []
     for edge, (new, known) in zip(_interval(box, 0), (BAND_BEFORE, BAND_AFTER), strict=True):
         # aranges, not tensors of the offsets: a host copy would break a CUDA graph capture
         new_lines = edge + torch.arange(new[0], new[-1] + 1, device=grown.device)
         known_lines = edge + torch.arange(known[0], known[-1] + 1, device=grown.device)
-        line_weight = _reciprocal_weight(
-            new_lines, _interval(box, 0), _interval(after, 0), cumulative
-        )
+        first, last = _interval(after, 0)
+        inside = (new_lines >= first) & (new_lines <= last)
+        line_weight = _reciprocal_weight(new_lines, *_interval(box, 0), table) * inside
         plans.append(
             {
                 "known": known_lines + MARGIN,
@@ -258,14 +257,10 @@ def _axis_plans(grown: Tensor, across: int, cumulative: Tensor) -> list[dict[str
 def _band_plans(grown: Tensor, height: int, width: int, kernel: Tensor) -> list[dict[str, Tensor]]:
     """The plans of the four bands in ``side_passes`` order: top, bottom (along the rows), left,
     right (along the columns, with rows and columns exchanged); weights in the kernel's dtype."""
-    cumulative = F.pad(torch.cumsum(kernel.to(torch.float64), 0), (1, 0))
+    table = reciprocal_table(kernel)
     # Slices, not an index list: a list would be copied from the host, which a graph forbids.
     swapped = torch.stack([grown[..., 1], grown[..., 0], grown[..., 3], grown[..., 2]], dim=-1)
-    plans = _axis_plans(grown, width, cumulative) + _axis_plans(swapped, height, cumulative)
-    for plan in plans:  # the weights in the images' dtype, from float64
-        plan["line_weight"] = plan["line_weight"].to(kernel.dtype)
-        plan["across"] = plan["across"].to(kernel.dtype)
-    return plans
+    return _axis_plans(grown, width, table) + _axis_plans(swapped, height, table)
 
 
 @_autocast_off
@@ -313,15 +308,129 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
     if images.is_cuda:  # fixed shapes for the graph: every band of every view every pass
         grown = to_device(_grown_boxes(boxes, passes, height, width), images.device)
         return _graph_replay(frames, grown, constants, passes, method).to(images.dtype)
-    # Each band works only on the views still growing on its side: views sorted by the passes
-    # that side needs, pass n takes a prefix.
-    schedule = []
-    for needed in sides:
+    return _fill_band_buffers(frames, boxes, sides, constants, method).to(images.dtype)
+
+
+# The CPU path keeps each band's known lines in a buffer of six slots for both kinds of band
+# (before: five lines and a dummy slot far outside every window, so its weight is 0).
+SLOTS = max(len(BAND_BEFORE[0]), len(BAND_AFTER[0]))
+_DUMMY = -4 * KERNEL_TAPS
+
+
+def _slots(offsets: tuple[int, ...]) -> tuple[int, ...]:
+    return offsets + (_DUMMY,) * (SLOTS - len(offsets))
+
+
+class _BandGroup:
+    """The bands along one axis of every view on the CPU (top and bottom, or left and right with
+    rows and columns exchanged), as (band, view) pairs sorted by the passes they need: pass n
+    works on a prefix of the pairs, only those still growing.
+
+    A band's known lines in pass n + 1 are exactly the new lines it wrote in pass n (it grows by
+    as many lines as a new line's window reaches into the known region: 5 before, 6 after), and a
+    pixel that another band makes known meanwhile is one the window would read as unknown (zero)
+    anyway. So each pair keeps its lines in ``buffer`` [pairs, 6, C, length + 11] (zero padding
+    along the band) and only the first pass reads the frame; every pass writes its new lines
+    into the frame. Two bands write one pixel only in the same pass and with the same value (a
+    corner), or one writes a zero there before the other writes the value; lines outside the
+    frame go to a spare view."""
+
+    def __init__(
+        self,
+        images: Tensor,
+        frame: Tensor,
+        grown: Tensor,
+        needed: Tensor,
+        table: Tensor,
+        matrices: Tensor,
+    ) -> None:
+        """``images`` [B, C, lines, length]: the input; ``frame`` [B + 1, C, lines, length]: the
+        output, its last view spare; ``grown`` [P + 1, B, 4] (first line, first across, last line,
+        last across); ``needed`` [2, B]: passes of the band before and after; ``matrices``
+        [2, 6, 6]."""
+        count = grown.shape[1]
+        passes = grown.shape[0] - 1
+        line_count, length = frame.shape[-2:]
+        needed = needed.flatten()
         order = torch.argsort(needed, descending=True, stable=True)
-        counts = (needed[None, :] > torch.arange(passes)[:, None]).sum(dim=1).tolist()
-        schedule.append((order, counts))
+        self.counts = (needed[None, :] > torch.arange(passes)[:, None]).sum(dim=1).tolist()
+        kinds = torch.arange(2).repeat_interleave(count)[order]  # 0: before, 1: after
+        self.views = torch.arange(count).repeat(2)[order]
+        self.frame = frame
+        self.length = length
+        edges = torch.stack([grown[..., 0], grown[..., 2]], dim=-1)[:, self.views, kinds]
+        box = grown[:-1, self.views]  # [P, pairs, 4]
+        new_offsets, known_offsets = (
+            torch.tensor([_slots(band[i]) for band in (BAND_BEFORE, BAND_AFTER)])[kinds]
+            for i in (0, 1)
+        )  # [pairs, 6]
+        new_lines = edges[:-1, :, None] + new_offsets  # [P, pairs, 6]
+        line_weight = _reciprocal_weight(new_lines, box[..., 0:1], box[..., 2:3], table)
+        # the band matrix of each pair with its new lines' weights: [P, pairs, 6, 6]
+        self.matrices = line_weight[..., None] * matrices[kinds]
+        across = _reciprocal_weight(torch.arange(length), *_interval(grown[:-1], 1), table)
+        self.across = across[:, self.views, None, None, :]  # [P, pairs, 1, 1, length]
+        outside = (new_lines < 0) | (new_lines >= line_count)  # to the spare view
+        self.write_views = torch.where(outside, count, self.views[:, None])
+        self.write_lines = torch.where(outside, 0, new_lines)
+        # The first known lines, from the input: zero outside the rectangle (a rectangle of
+        # fewer lines than a band reads has unknown lines there).
+        lines = edges[0, :, None] + known_offsets  # [pairs, 6]
+        first, across_first, last, across_last = box[0, :, :, None].unbind(1)
+        positions = torch.arange(length)
+        known = ((lines >= first) & (lines <= last))[:, :, None, None] & (
+            (positions >= across_first) & (positions <= across_last)
+        )[:, None, None, :]
+        read = images[self.views[:, None], :, lines.clamp(0, line_count - 1)]
+        self.buffer = frame.new_zeros(len(order), SLOTS, frame.shape[1], length + KERNEL_TAPS - 1)
+        torch.mul(read, known, out=self.buffer[..., PAD_BEFORE : PAD_BEFORE + length])
+
+    def step(self, n: int, kernel: Tensor, method: str | None) -> None:
+        """Pass ``n``: blur the known lines along the band, mix them across it, weight them, keep
+        them as the next known lines and write them into the frame."""
+        k = self.counts[n]
+        if k == 0:
+            return
+        lines = self.buffer[:k]
+        blurred = correlate_valid(lines, kernel, -1, method)  # [k, 6, C, length]
+        mixed = torch.bmm(self.matrices[n, :k], blurred.view(k, SLOTS, -1)).view(blurred.shape)
+        new = lines[..., PAD_BEFORE : PAD_BEFORE + self.length]
+        torch.mul(mixed, self.across[n, :k], out=new)
+        self.frame[self.write_views[n, :k], :, self.write_lines[n, :k]] = new
+
+
+def _fill_band_buffers(
+    images: Tensor,
+    boxes: Tensor,
+    sides: Tensor,
+    constants: tuple[Tensor, Tensor, Tensor],
+    method: str | None,
+) -> Tensor:
+    """``inpaint_boxes`` on the CPU (``_BandGroup``): [B, C, H, W] in, [B, C, H, W] out."""
+    kernel, before, after = constants
+    count, channels, height, width = images.shape
+    passes = int(sides.max())
     grown = _grown_boxes(boxes, passes, height, width)
-    return _fill_boxes(frames, grown, constants, passes, method, schedule).to(images.dtype)
+    # Every pixel outside the rectangles is written by the bands, with its value last (see
+    # _BandGroup): the output needs no zeros, only the rectangles copied.
+    out = images.new_empty(count + 1, channels, height, width)  # the last view: spare
+    for view, (top, left, bottom, right) in enumerate(boxes.tolist()):
+        out[view, :, top : bottom + 1, left : right + 1] = images[
+            view, :, top : bottom + 1, left : right + 1
+        ]
+    table = reciprocal_table(kernel)
+    matrices = torch.stack([F.pad(before, (0, SLOTS - len(before), 0, SLOTS - len(before))), after])
+    swapped = torch.stack([grown[..., 1], grown[..., 0], grown[..., 3], grown[..., 2]], dim=-1)
+    groups = [
+        _BandGroup(images, out, grown, sides[:2], table, matrices),
+        _BandGroup(
+            images.transpose(2, 3), out.transpose(2, 3), swapped, sides[2:], table, matrices
+        ),
+    ]
+    for n in range(passes):
+        for group in groups:
+            group.step(n, kernel, method)
+    return out[:count]
 
 
 def _fill_boxes(
@@ -330,12 +439,11 @@ def _fill_boxes(
     constants: tuple[Tensor, Tensor, Tensor],
     passes: int,
     method: str | None,
-    schedule: list[tuple[Tensor, list[int]]] | None = None,
 ) -> Tensor:
     """The passes on device tensors only (``grown`` from ``_grown_boxes``; ``constants``: the
     kernel and the two band matrices, on the images' device): no host-device synchronisation, so
-    CUDA can capture it as a graph. ``schedule``: per band (``side_passes`` order) a view order
-    and, per pass, how many views of that order the band works on (None: every view every pass).
+    CUDA can capture it as a graph. Every band of every view runs every pass (fixed shapes); a band
+    whose side reached the frame edge writes zeros into the padding.
 
     A pass reads, per view and band, the 5 or 6 known lines next to the rectangle's edge (the only
     non-zero lines a new line's 12-line window reaches), blurs them along the band, mixes them
@@ -352,31 +460,18 @@ def _fill_boxes(
     frame = state[..., MARGIN : MARGIN + height, MARGIN : MARGIN + width]
     torch.mul(images, inside[:, None], out=frame)
     plans = _band_plans(grown, height, width, kernel)
-    everyone = torch.arange(count, device=images.device)
-    if schedule is None:
-        schedule = [(everyone, [count] * passes)] * len(plans)
-    else:  # each band's plan in its own view order
-        plans = [
-            {name: values[:, order] for name, values in plan.items()}
-            for plan, (order, _) in zip(plans, schedule, strict=True)
-        ]
+    batch = torch.arange(count, device=images.device)[:, None]
     axis_states = (state, state, state.transpose(2, 3), state.transpose(2, 3))
     for n in range(passes):
         writes = []
-        for axis_state, plan, (order, counts), matrix in zip(
-            axis_states, plans, schedule, matrices * 2, strict=True
-        ):
-            k = counts[n]
-            if k == 0:
-                continue
-            batch = order[:k, None]
+        for axis_state, plan, matrix in zip(axis_states, plans, matrices * 2, strict=True):
             length = axis_state.shape[-1] - 2 * MARGIN
-            lines = axis_state[batch, :, plan["known"][n, :k]]  # [k, lines, C, length + 2 M]
+            lines = axis_state[batch, :, plan["known"][n]]  # [B, lines, C, length + 2 M]
             window = lines[..., MARGIN - PAD_BEFORE : MARGIN + length + PAD_AFTER]
-            blurred = correlate_valid(window, kernel, -1, method)  # [k, lines, C, length]
-            mixed = torch.matmul(matrix, blurred.flatten(2)).view(k, -1, *blurred.shape[2:])
-            factor = plan["line_weight"][n, :k, :, None, None] * plan["across"][n, :k, None, None]
-            writes.append((axis_state, batch, plan["new"][n, :k], mixed * factor))
+            blurred = correlate_valid(window, kernel, -1, method)  # [B, lines, C, length]
+            mixed = torch.matmul(matrix, blurred.flatten(2)).view(count, -1, *blurred.shape[2:])
+            factor = plan["line_weight"][n, :, :, None, None] * plan["across"][n, :, None, None]
+            writes.append((axis_state, batch, plan["new"][n], mixed * factor))
         for axis_state, batch, new, values in writes:
             axis_state[batch, :, new, MARGIN : MARGIN + values.shape[-1]] = values
     return frame.contiguous()

@@ -38,25 +38,44 @@ def place(
 
     Returns:
         ``(views [N, C, canvas, canvas], known bool [N, 1, canvas, canvas])``; ``known`` is False
-        where no image pixel landed (always True for ``wrap``).
+        where no image pixel landed (always True for ``wrap``). ``place_views`` gives the views
+        alone.
 
     ``zeros`` on CPU copies each view's rectangle (a slice per view, memcpy speed); the other
     modes and devices gather every canvas pixel by index in one call (one kernel on a GPU).
     """
+    views = place_views(images, offsets, canvas, mode, source)
+    _, _, row_ok, col_ok = _source_lines(offsets, canvas, *images.shape[-2:], mode)
+    return views, _known(row_ok, col_ok, images.device)
+
+
+def place_views(
+    images: Tensor,
+    offsets: Tensor,
+    canvas: int,
+    mode: str = "zeros",
+    source: Tensor | None = None,
+) -> Tensor:
+    """The views of ``place`` [N, C, canvas, canvas], without the mask of known pixels."""
     if mode not in ("zeros", "clamp", "wrap"):
         raise ValueError(f"unknown placement mode {mode!r}; use 'zeros', 'clamp' or 'wrap'")
     if source is None:
         if len(images) != len(offsets):
             raise ValueError(f"{len(offsets)} offsets for {len(images)} images: pass source=")
         source = torch.arange(len(offsets))
-    rows, cols, row_ok, col_ok = _source_lines(offsets, canvas, *images.shape[-2:], mode)
     device = images.device
-    rows, cols, row_ok, col_ok = (to_device(t, device) for t in (rows, cols, row_ok, col_ok))
-    known = (row_ok[:, :, None] & col_ok[:, None, :])[:, None]
     if mode == "zeros" and device.type == "cpu":
-        return _paste(images, offsets, canvas, source), known
-    source = to_device(source, device)
-    return _gather(images, rows, cols, source, known if mode == "zeros" else None), known
+        return _paste(images, offsets, canvas, source)
+    rows, cols, row_ok, col_ok = _source_lines(offsets, canvas, *images.shape[-2:], mode)
+    rows, cols = to_device(rows, device), to_device(cols, device)
+    known = _known(row_ok, col_ok, device) if mode == "zeros" else None
+    return _gather(images, rows, cols, to_device(source, device), known)
+
+
+def _known(row_ok: Tensor, col_ok: Tensor, device: torch.device) -> Tensor:
+    """bool [N, 1, canvas, canvas] from the rows and columns [N, canvas] where pixels landed."""
+    row_ok, col_ok = to_device(row_ok, device), to_device(col_ok, device)
+    return (row_ok[:, :, None] & col_ok[:, None, :])[:, None]
 
 
 def _source_lines(
