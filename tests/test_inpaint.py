@@ -110,11 +110,54 @@ def test_band_inpainting_equals_the_full_frame_definition(seed):
     )
 
 
+def test_thin_and_edge_rectangles_equal_the_full_frame_definition():
+    """Rectangles thinner than the 5-6 lines a band reads, and ones against the frame edge: the
+    first known lines of a band then reach past the rectangle (unknown, zero) or past the frame.
+    Catches: a band that reads image pixels outside its rectangle as known, a read clamped to the
+    frame edge that repeats a real line, a band written into a known line of the other side."""
+    height, width = 23, 27
+    boxes = torch.tensor(
+        [
+            [10, 3, 11, 20],  # 2 rows, inside
+            [4, 12, 18, 12],  # 1 column
+            [0, 5, 2, 9],  # 3 rows against the top edge
+            [21, 0, 22, 3],  # 2 rows against the bottom edge, left edge
+            [9, 24, 12, 26],  # 3 columns against the right edge
+            [11, 13, 11, 13],  # one pixel in the middle
+        ]
+    )
+    rng = np.random.default_rng(11)
+    images = torch.from_numpy(rng.uniform(0, 255, size=(len(boxes), 3, height, width)))
+    known = torch.zeros(len(boxes), 1, height, width, dtype=torch.bool)
+    for b, (top, left, bottom, right) in enumerate(boxes.tolist()):
+        known[b, 0, top : bottom + 1, left : right + 1] = True
+    torch.testing.assert_close(
+        inpaint_boxes(images, boxes), inpaint(images, known), atol=1e-9, rtol=0
+    )
+
+
+def test_reciprocal_weight_table_is_exact_in_float32():
+    """The normalising weights come from a table of 1 / (sum of kernel taps low..high-1). The
+    binomial taps are multiples of 1/2048, so float32 sums are exact and the float32 table equals
+    the float64 one rounded once. Catches: a table built from float32 running sums of another
+    kernel, an off-by-one between low and high (a tap too many or too few)."""
+    from lightning_inv.protocols.inpaint import reciprocal_table
+
+    taps = binomial_kernel(dtype=torch.float64)
+    table = reciprocal_table(binomial_kernel()).view(13, 13)
+    for low in range(13):
+        for high in range(13):
+            total = float(taps[low:high].sum())
+            expected = 1 / total if high > low else 0.0
+            assert table[low, high].item() == torch.tensor(expected, dtype=torch.float32).item()
+
+
 def test_unscheduled_band_passes_equal_the_scheduled_ones():
-    """CUDA runs every band of every view in every pass (fixed shapes for its graph); CPU runs a
-    band only on the views still growing on that side. Run the CUDA schedule on the CPU, with the
-    conv blur CUDA uses: catches a band that misbehaves once its side reached the frame edge
-    (writing into the frame instead of the padding) and a view order mixed up between bands."""
+    """CUDA runs every band of every view in every pass from the frame (fixed shapes for its
+    graph); the CPU keeps each band's lines in a buffer and runs a band only while its side
+    grows. Run the CUDA path on the CPU, with the conv blur CUDA uses: catches a band that
+    misbehaves once its side reached the frame edge (writing into the frame instead of the
+    padding) and a view order mixed up between bands."""
     from lightning_inv.protocols.inpaint import (
         BAND_AFTER,
         BAND_BEFORE,

@@ -164,6 +164,23 @@ def test_place_slice_copies_equal_the_index_gather():
     assert torch.equal(views[10], place(images[source[10]][None], offsets[10:11], 11)[0][0])
 
 
+def test_masks_from_boxes_equal_the_placement_masks():
+    """compose() fills from the known rectangles without asking the placement for its mask.
+    Catches: an exclusive bottom or right edge (one row or column of the object filled with the
+    mean colour), a clipped corner computed from the unclipped offset."""
+    from lightning_inv.protocols.fill import box_mask, compose, known_boxes
+
+    torch.manual_seed(1)
+    objects = torch.rand(6, 3, 5, 7)
+    offsets = torch.tensor([[0, 0], [-2, -3], [8, 6], [-4, 9], [3, -6], [2, 2]])
+    views, known = place(objects, offsets, 12)
+    masks = box_mask(known_boxes(objects, offsets, 12), 12, 12, views.device)
+    assert torch.equal(masks, known)
+    colour = torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)
+    expected = torch.where(known, views, colour)
+    assert torch.equal(compose(objects, offsets, 12, "mean", mean=(0.1, 0.2, 0.3)), expected)
+
+
 @pytest.mark.parametrize(
     "make,message",
     [
