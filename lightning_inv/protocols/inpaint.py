@@ -16,7 +16,8 @@ Two implementations of the one definition:
   [new lines x known lines] matrix of kernel taps. The normalising weight is the product of a row
   and a column factor (the known region is a rectangle), computed for all passes at once from
   the rectangles, like the number of passes (no host-device synchronisation). On CPU each band
-  works only on the views still growing on its side.
+  keeps its lines in a buffer (its known lines are the lines it wrote in the pass before) and
+  works only while its side still grows (``_BandGroup``).
 
 The blur is 12 shifted multiply-adds per axis on CPU (about 9x faster there than ``conv2d`` with a
 1 x 12 kernel on one channel) and a depthwise ``conv2d`` elsewhere (one kernel launch per axis).
@@ -312,7 +313,7 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
 
 
 # The CPU path keeps each band's known lines in a buffer of six slots for both kinds of band
-# (before: five lines and a dummy slot far outside every window, so its weight is 0).
+# (before: five lines and a dummy slot far outside every window: weight 0, never written).
 SLOTS = max(len(BAND_BEFORE[0]), len(BAND_AFTER[0]))
 _DUMMY = -4 * KERNEL_TAPS
 
@@ -370,7 +371,8 @@ class _BandGroup:
         self.matrices = line_weight[..., None] * matrices[kinds]
         across = _reciprocal_weight(torch.arange(length), *_interval(grown[:-1], 1), table)
         self.across = across[:, self.views, None, None, :]  # [P, pairs, 1, 1, length]
-        outside = (new_lines < 0) | (new_lines >= line_count)  # to the spare view
+        # lines outside the frame and the dummy slot go to the spare view
+        outside = (new_lines < 0) | (new_lines >= line_count) | (new_offsets == _DUMMY)
         self.write_views = torch.where(outside, count, self.views[:, None])
         self.write_lines = torch.where(outside, 0, new_lines)
         # The first known lines, from the input: zero outside the rectangle (a rectangle of
