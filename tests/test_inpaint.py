@@ -136,6 +136,27 @@ def test_thin_and_edge_rectangles_equal_the_full_frame_definition():
     )
 
 
+def test_filling_in_place_ignores_whatever_the_buffer_holds():
+    """fill_pasted works in a buffer nobody zeroed: NaN or infinity outside the rectangles must
+    not reach the result. Catches: first known lines masked by a product (NaN * 0 = NaN)
+    instead of a selection, a spare view missing (a line outside the frame written into a
+    real view)."""
+    from lightning_inv.protocols.inpaint import fill_pasted
+
+    rng = np.random.default_rng(4)
+    boxes = torch.from_numpy(_random_boxes(rng, 7, 26, 22))
+    images = torch.rand(7, 3, 26, 22)
+    frames = torch.full((8, 3, 26, 22), float("nan"))
+    frames[3, :, :4] = float("inf")
+    for b, (top, left, bottom, right) in enumerate(boxes.tolist()):
+        frames[b, :, top : bottom + 1, left : right + 1] = images[
+            b, :, top : bottom + 1, left : right + 1
+        ]
+    filled = fill_pasted(frames, boxes)
+    assert filled.data_ptr() == frames.data_ptr()  # in place
+    torch.testing.assert_close(filled, inpaint_boxes(images, boxes), atol=0, rtol=0)
+
+
 def test_reciprocal_weight_table_is_exact_in_float32():
     """The normalising weights come from a table of 1 / (sum of kernel taps low..high-1). The
     binomial taps are multiples of 1/2048, so float32 sums are exact and the float32 table equals

@@ -181,6 +181,28 @@ def test_masks_from_boxes_equal_the_placement_masks():
     assert torch.equal(compose(objects, offsets, 12, "mean", mean=(0.1, 0.2, 0.3)), expected)
 
 
+def test_inpainted_views_made_in_the_buffer_equal_placement_then_inpainting():
+    """On the CPU, compose(fill="inpaint") pastes the objects straight into the inpainting's
+    uninitialised buffer. It must equal placing them on zeros and inpainting. Catches: a pixel
+    the bands never write (uninitialised memory left in a view), a paste at the wrong offset or
+    from the wrong ``source`` image, objects clipped at the canvas edge."""
+    from lightning_inv.protocols.fill import compose, compose_many, known_boxes
+    from lightning_inv.protocols.inpaint import inpaint_boxes
+
+    torch.manual_seed(2)
+    objects = torch.rand(3, 3, 9, 11)
+    offsets = torch.tensor([[0, 0], [-3, 5], [14, -4], [6, 6], [20, 17], [2, 13]])
+    source = torch.tensor([2, 0, 1, 1, 0, 2])
+    placed, _ = place(objects, offsets, 24, source=source)
+    expected = inpaint_boxes(placed, known_boxes(objects[source], offsets, 24))
+    torch.testing.assert_close(compose(objects, offsets, 24, "inpaint", source=source), expected)
+    small = torch.rand(2, 3, 5, 5)
+    parts = [(objects, offsets[:3]), (small, offsets[3:5])]
+    first, second = compose_many(parts, 24, "inpaint")
+    torch.testing.assert_close(first, compose(objects, offsets[:3], 24, "inpaint"))
+    torch.testing.assert_close(second, compose(small, offsets[3:5], 24, "inpaint"))
+
+
 @pytest.mark.parametrize(
     "make,message",
     [

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lightning_inv.protocols.inpaint import inpaint, inpaint_boxes
-from lightning_inv.protocols.placement import place_views
+from lightning_inv.protocols.inpaint import fill_pasted, inpaint, inpaint_boxes
+from lightning_inv.protocols.placement import paste, place_views
 
 FILL_MODES = ("mean", "black", "edge", "inpaint")
 
@@ -38,6 +38,8 @@ def compose(
     view (default: view i shows object i). Keep ``offsets`` on the CPU: the placement and the
     inpainting plan their work from them without waiting for the device."""
     check_fill(fill)
+    if _pastes_for_inpainting(objects, fill):
+        return compose_many([(objects, offsets)], canvas, fill, mean, [source])[0]
     mode = "clamp" if fill == "edge" else "zeros"
     views = place_views(objects, offsets, canvas, mode=mode, source=source)
     if fill == "edge":  # the placement already repeated the edge pixels
@@ -50,15 +52,44 @@ def compose_many(
     canvas: int,
     fill: str,
     mean: Sequence[float] = (0.485, 0.456, 0.406),
+    sources: Sequence[Tensor | None] | None = None,
 ) -> list[Tensor]:
     """``compose`` for several (objects, offsets) pairs of different object sizes with one fill
-    call over all of them (one inpainting instead of one per size); same results."""
+    call over all of them (one inpainting instead of one per size); same results. ``sources``:
+    the ``source`` of each part (default: none)."""
+    sources = list(sources) if sources is not None else [None] * len(parts)
     if fill == "edge":
-        return [compose(objects, offsets, canvas, fill, mean) for objects, offsets in parts]
-    placed = [place_views(objects, offsets, canvas) for objects, offsets in parts]
+        return [
+            compose(objects, offsets, canvas, fill, mean, source)
+            for (objects, offsets), source in zip(parts, sources, strict=True)
+        ]
+    counts = [len(offsets) for _, offsets in parts]
     boxes = torch.cat([known_boxes(o, c, canvas) for o, c in parts])
-    filled = fill_unknown(torch.cat(placed), None, fill, mean, boxes=boxes)
-    return list(filled.split([len(v) for v in placed]))
+    objects = parts[0][0]
+    if _pastes_for_inpainting(objects, fill):
+        # Straight into the inpainting's buffer: no zero fill, no copy of the rectangles.
+        frames = objects.new_empty(sum(counts) + 1, objects.shape[1], canvas, canvas)
+        for (part, offsets), source, views in zip(
+            parts, sources, frames[:-1].split(counts), strict=True
+        ):
+            paste(part, offsets, views, source)
+        filled = fill_pasted(frames, boxes)
+    else:
+        placed = [
+            place_views(o, c, canvas, source=s) for (o, c), s in zip(parts, sources, strict=True)
+        ]
+        filled = fill_unknown(torch.cat(placed), None, fill, mean, boxes=boxes)
+    return list(filled.split(counts))
+
+
+def _pastes_for_inpainting(objects: Tensor, fill: str) -> bool:
+    """Whether the views go straight into the inpainting's buffer (``fill_pasted``: CPU,
+    float32/float64)."""
+    return (
+        fill == "inpaint"
+        and objects.device.type == "cpu"
+        and objects.dtype in (torch.float32, torch.float64)
+    )
 
 
 def known_boxes(objects: Tensor, offsets: Tensor, canvas: int) -> Tensor:

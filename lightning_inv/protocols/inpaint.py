@@ -284,6 +284,57 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
     """
     _check(images, tuple(boxes.shape), "boxes")
     height, width = images.shape[-2:]
+    boxes = _checked_boxes(boxes, height, width)
+    compute = _compute_dtype(images)
+    sides = side_passes(boxes, height, width)  # [4, B]
+    passes = int(sides.max()) if sides.numel() else 0
+    if passes == 0:
+        return images.clone()
+    constants = _band_constants(compute, images.device)
+    if images.is_cuda:  # fixed shapes for the graph: every band of every view every pass
+        grown = to_device(_grown_boxes(boxes, passes, height, width), images.device)
+        frames = images.to(compute)
+        return _graph_replay(frames, grown, constants, passes, method).to(images.dtype)
+    frames = images.new_empty(len(images) + 1, *images.shape[1:], dtype=compute)
+    for view, (top, left, bottom, right) in enumerate(boxes.tolist()):
+        frames[view, :, top : bottom + 1, left : right + 1] = images[
+            view, :, top : bottom + 1, left : right + 1
+        ]
+    return _fill_band_buffers(frames, boxes, sides, constants, method).to(images.dtype)
+
+
+@_autocast_off
+def fill_pasted(frames: Tensor, boxes: Tensor) -> Tensor:
+    """``inpaint_boxes`` in place on the CPU, for views made straight into a buffer.
+
+    Args:
+        frames: float32 or float64 [B + 1, 3, H, W] on the CPU: view i holds the pixels of its
+            rectangle (anything elsewhere, even uninitialised memory, is ignored); the last view
+            is spare room for band lines that fall outside the frame.
+        boxes: int [B, 4]: (top, left, bottom, right) of each rectangle, inclusive.
+
+    Returns:
+        ``frames[:B]``, filled (the same numbers as ``inpaint_boxes``). It saves the zero fill of
+        a placement and a copy of the rectangles.
+    """
+    if frames.dim() != 4 or frames.is_cuda or frames.dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"fill_pasted needs float32/float64 CPU frames [B + 1, C, H, W]; got "
+            f"{frames.dtype} {tuple(frames.shape)} on {frames.device}"
+        )
+    _check(frames[:-1], tuple(boxes.shape), "boxes")
+    height, width = frames.shape[-2:]
+    boxes = _checked_boxes(boxes, height, width)
+    sides = side_passes(boxes, height, width)
+    if not sides.numel() or int(sides.max()) == 0:
+        return frames[:-1]
+    constants = _band_constants(frames.dtype, frames.device)
+    return _fill_band_buffers(frames, boxes, sides, constants, None)
+
+
+def _checked_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
+    """``boxes`` as int64 [B, 4] on the CPU; ``ValueError`` unless each is a non-empty
+    rectangle inside the ``height`` x ``width`` frame."""
     boxes = boxes.to("cpu", torch.long)
     if boxes.dim() != 2 or boxes.shape[-1] != 4:
         raise ValueError(
@@ -299,17 +350,7 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
             "inpaint_boxes needs one non-empty (top, left, bottom, right) rectangle inside the "
             f"{height} x {width} frame per image; got {boxes.tolist()}"
         )
-    compute = _compute_dtype(images)
-    sides = side_passes(boxes, height, width)  # [4, B]
-    passes = int(sides.max()) if sides.numel() else 0
-    if passes == 0:
-        return images.clone()
-    frames = images.to(compute)
-    constants = _band_constants(compute, images.device)
-    if images.is_cuda:  # fixed shapes for the graph: every band of every view every pass
-        grown = to_device(_grown_boxes(boxes, passes, height, width), images.device)
-        return _graph_replay(frames, grown, constants, passes, method).to(images.dtype)
-    return _fill_band_buffers(frames, boxes, sides, constants, method).to(images.dtype)
+    return boxes
 
 
 # The CPU path keeps each band's known lines in a buffer of six slots for both kinds of band
@@ -338,15 +379,14 @@ class _BandGroup:
 
     def __init__(
         self,
-        images: Tensor,
         frame: Tensor,
         grown: Tensor,
         needed: Tensor,
         table: Tensor,
         matrices: Tensor,
     ) -> None:
-        """``images`` [B, C, lines, length]: the input; ``frame`` [B + 1, C, lines, length]: the
-        output, its last view spare; ``grown`` [P + 1, B, 4] (first line, first across, last line,
+        """``frame`` [B + 1, C, lines, length]: the views with their rectangles in place and a
+        spare last view, filled in place; ``grown`` [P + 1, B, 4] (first line, first across, last line,
         last across); ``needed`` [2, B]: passes of the band before and after; ``matrices``
         [2, 6, 6]."""
         count = grown.shape[1]
@@ -375,7 +415,7 @@ class _BandGroup:
         outside = (new_lines < 0) | (new_lines >= line_count) | (new_offsets == _DUMMY)
         self.write_views = torch.where(outside, count, self.views[:, None])
         self.write_lines = torch.where(outside, 0, new_lines)
-        # The first known lines, from the input: zero outside the rectangle (a rectangle of
+        # The first known lines, from the frame: zero outside the rectangle (a rectangle of
         # fewer lines than a band reads has unknown lines there).
         lines = edges[0, :, None] + known_offsets  # [pairs, 6]
         first, across_first, last, across_last = box[0, :, :, None].unbind(1)
@@ -383,9 +423,12 @@ class _BandGroup:
         known = ((lines >= first) & (lines <= last))[:, :, None, None] & (
             (positions >= across_first) & (positions <= across_last)
         )[:, None, None, :]
-        read = images[self.views[:, None], :, lines.clamp(0, line_count - 1)]
+        read = frame[self.views[:, None], :, lines.clamp(0, line_count - 1)]
         self.buffer = frame.new_zeros(len(order), SLOTS, frame.shape[1], length + KERNEL_TAPS - 1)
-        torch.mul(read, known, out=self.buffer[..., PAD_BEFORE : PAD_BEFORE + length])
+        # where, not a product: the frame may hold anything (NaN too) outside the rectangles
+        torch.where(
+            known, read, read.new_zeros(()), out=self.buffer[..., PAD_BEFORE : PAD_BEFORE + length]
+        )
 
     def step(self, n: int, kernel: Tensor, method: str | None) -> None:
         """Pass ``n``: blur the known lines along the band, mix them across it, weight them, keep
@@ -402,37 +445,32 @@ class _BandGroup:
 
 
 def _fill_band_buffers(
-    images: Tensor,
+    frames: Tensor,
     boxes: Tensor,
     sides: Tensor,
     constants: tuple[Tensor, Tensor, Tensor],
     method: str | None,
 ) -> Tensor:
-    """``inpaint_boxes`` on the CPU (``_BandGroup``): [B, C, H, W] in, [B, C, H, W] out."""
+    """``inpaint_boxes`` on the CPU (``_BandGroup``), in place: ``frames`` [B + 1, C, H, W] with
+    each view's rectangle in place (anything elsewhere) and a spare last view; returns the
+    first B views, filled. Every pixel outside the rectangles is written by the bands, with its
+    value last (see ``_BandGroup``), so nothing needs zeros first."""
     kernel, before, after = constants
-    count, channels, height, width = images.shape
+    count = len(frames) - 1
+    height, width = frames.shape[-2:]
     passes = int(sides.max())
     grown = _grown_boxes(boxes, passes, height, width)
-    # Every pixel outside the rectangles is written by the bands, with its value last (see
-    # _BandGroup): the output needs no zeros, only the rectangles copied.
-    out = images.new_empty(count + 1, channels, height, width)  # the last view: spare
-    for view, (top, left, bottom, right) in enumerate(boxes.tolist()):
-        out[view, :, top : bottom + 1, left : right + 1] = images[
-            view, :, top : bottom + 1, left : right + 1
-        ]
     table = reciprocal_table(kernel)
     matrices = torch.stack([F.pad(before, (0, SLOTS - len(before), 0, SLOTS - len(before))), after])
     swapped = torch.stack([grown[..., 1], grown[..., 0], grown[..., 3], grown[..., 2]], dim=-1)
-    groups = [
-        _BandGroup(images, out, grown, sides[:2], table, matrices),
-        _BandGroup(
-            images.transpose(2, 3), out.transpose(2, 3), swapped, sides[2:], table, matrices
-        ),
+    groups = [  # both read their first lines before any band writes
+        _BandGroup(frames, grown, sides[:2], table, matrices),
+        _BandGroup(frames.transpose(2, 3), swapped, sides[2:], table, matrices),
     ]
     for n in range(passes):
         for group in groups:
             group.step(n, kernel, method)
-    return out[:count]
+    return frames[:count]
 
 
 def _fill_boxes(

@@ -108,8 +108,18 @@ def _gather(
 
 def _paste(images: Tensor, offsets: Tensor, canvas: int, source: Tensor) -> Tensor:
     """``place(mode="zeros")`` as one slice copy per view: [N, C, canvas, canvas]."""
-    height, width = images.shape[-2:]
     out = images.new_zeros(len(offsets), images.shape[1], canvas, canvas)
+    return paste(images, offsets, out, source)
+
+
+def paste(images: Tensor, offsets: Tensor, out: Tensor, source: Tensor | None = None) -> Tensor:
+    """Copy the visible part of each view's image into ``out`` [N, C, canvas, canvas] with its
+    top-left corner at ``offsets`` [N, 2] (CPU), one slice per view; the rest of ``out`` is left
+    as it is. ``source`` [N]: the image of each view (default: view i shows image i). Returns
+    ``out``."""
+    height, width = images.shape[-2:]
+    canvas = out.shape[-1]
+    source = torch.arange(len(offsets)) if source is None else source
     for view, ((top, left), image) in enumerate(
         zip(offsets.long().tolist(), source.tolist(), strict=True)
     ):

@@ -45,10 +45,13 @@ def check_images(images: Tensor) -> None:
         raise ValueError(f"images must be [B, 3, H, W] RGB; got shape {tuple(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [0, 1]; got {images.dtype} (divide by 255)")
-    if images.numel() and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
+    if not images.numel():
+        return
+    low, high = torch.aminmax(images)  # one pass over the images
+    if low < -1e-3 or high > 1 + 1e-3:
         raise ValueError(
             f"images must be RGB in [0, 1] before normalisation; got values in "
-            f"[{images.min().item():.3g}, {images.max().item():.3g}]"
+            f"[{low.item():.3g}, {high.item():.3g}]"
         )
 
 
