@@ -196,11 +196,11 @@ def test_inpainted_views_made_in_the_buffer_equal_placement_then_inpainting():
     placed, _ = place(objects, offsets, 24, source=source)
     expected = inpaint_boxes(placed, known_boxes(objects[source], offsets, 24))
     torch.testing.assert_close(compose(objects, offsets, 24, "inpaint", source=source), expected)
-    small = torch.rand(2, 3, 5, 5)
-    parts = [(objects, offsets[:3]), (small, offsets[3:5])]
-    first, second = compose_many(parts, 24, "inpaint")
-    torch.testing.assert_close(first, compose(objects, offsets[:3], 24, "inpaint"))
-    torch.testing.assert_close(second, compose(small, offsets[3:5], 24, "inpaint"))
+    small = torch.rand(3, 3, 5, 5)
+    grid = compose_many([(objects, offsets[:3]), (small, offsets[3:])], 24, "inpaint")
+    assert grid.shape == (3, 2, 3, 24, 24)
+    torch.testing.assert_close(grid[:, 0], compose(objects, offsets[:3], 24, "inpaint"))
+    torch.testing.assert_close(grid[:, 1], compose(small, offsets[3:], 24, "inpaint"))
 
 
 @pytest.mark.parametrize(
@@ -238,20 +238,22 @@ def test_bad_images_are_rejected(images, message):
 
 
 def test_scale_inpaints_all_sizes_at_once_with_the_same_numbers():
-    """Scale fills every size in one inpainting call (compose_many): the views must equal one
-    compose per size (a split in the wrong order would swap sizes)."""
+    """Scale fills every size in one call (compose_many, views laid out image by image): the
+    views must equal one compose per size, for every fill (a grid in the wrong order would
+    swap sizes or images)."""
     from lightning_inv.protocols import compose
 
     torch.manual_seed(0)
     images = torch.rand(2, 3, 40, 40)
-    protocol = Scale(canvas=40, min_scale=0.5, max_scale=0.6, fill="inpaint")
-    views = protocol(images)
-    for t, side in enumerate(protocol.positions):
-        top = (40 - side) // 2
-        expected = compose(
-            resize(images, side), torch.tensor([[top, top]] * 2), 40, "inpaint", protocol.mean
-        )
-        torch.testing.assert_close(views[:, t], expected)
+    for fill in ("inpaint", "mean", "edge"):
+        protocol = Scale(canvas=40, min_scale=0.5, max_scale=0.6, fill=fill)
+        views = protocol(images)
+        for t, side in enumerate(protocol.positions):
+            top = (40 - side) // 2
+            expected = compose(
+                resize(images, side), torch.tensor([[top, top]] * 2), 40, fill, protocol.mean
+            )
+            torch.testing.assert_close(views[:, t], expected)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -39,7 +39,7 @@ def compose(
     inpainting plan their work from them without waiting for the device."""
     check_fill(fill)
     if _pastes_for_inpainting(objects, fill):
-        return compose_many([(objects, offsets)], canvas, fill, mean, [source])[0]
+        return compose_many([(objects, offsets)], canvas, fill, mean, [source])[:, 0]
     mode = "clamp" if fill == "edge" else "zeros"
     views = place_views(objects, offsets, canvas, mode=mode, source=source)
     if fill == "edge":  # the placement already repeated the edge pixels
@@ -53,33 +53,42 @@ def compose_many(
     fill: str,
     mean: Sequence[float] = (0.485, 0.456, 0.406),
     sources: Sequence[Tensor | None] | None = None,
-) -> list[Tensor]:
-    """``compose`` for several (objects, offsets) pairs of different object sizes with one fill
-    call over all of them (one inpainting instead of one per size); same results. ``sources``:
-    the ``source`` of each part (default: none)."""
+) -> Tensor:
+    """``compose`` for T (objects, offsets) pairs that each make one view of the same N images
+    (e.g. the object at another size per pair), with one fill call over all of them (one
+    inpainting instead of T): [N, T, 3, canvas, canvas], view (i, t) from pair t, the same
+    numbers as T ``compose`` calls. ``sources``: the ``source`` of each pair (default: none)."""
     sources = list(sources) if sources is not None else [None] * len(parts)
+    counts = {len(offsets) for _, offsets in parts}
+    if len(counts) != 1:
+        raise ValueError(f"every part must make one view per image; got view counts {counts}")
     if fill == "edge":
-        return [
-            compose(objects, offsets, canvas, fill, mean, source)
-            for (objects, offsets), source in zip(parts, sources, strict=True)
-        ]
-    counts = [len(offsets) for _, offsets in parts]
-    boxes = torch.cat([known_boxes(o, c, canvas) for o, c in parts])
-    objects = parts[0][0]
-    if _pastes_for_inpainting(objects, fill):
+        return torch.stack(
+            [
+                compose(objects, offsets, canvas, fill, mean, source)
+                for (objects, offsets), source in zip(parts, sources, strict=True)
+            ],
+            dim=1,
+        )
+    count, steps, channels = counts.pop(), len(parts), parts[0][0].shape[1]
+    boxes = torch.stack([known_boxes(o, c, canvas) for o, c in parts], dim=1).view(-1, 4)
+    if _pastes_for_inpainting(parts[0][0], fill):
         # Straight into the inpainting's buffer: no zero fill, no copy of the rectangles.
-        frames = objects.new_empty(sum(counts) + 1, objects.shape[1], canvas, canvas)
-        for (part, offsets), source, views in zip(
-            parts, sources, frames[:-1].split(counts), strict=True
-        ):
-            paste(part, offsets, views, source)
+        frames = parts[0][0].new_empty(count * steps + 1, channels, canvas, canvas)
+        grid = frames[:-1].view(count, steps, channels, canvas, canvas)
+        for step, ((objects, offsets), source) in enumerate(zip(parts, sources, strict=True)):
+            paste(objects, offsets, grid[:, step], source)
         filled = fill_pasted(frames, boxes)
     else:
-        placed = [
-            place_views(o, c, canvas, source=s) for (o, c), s in zip(parts, sources, strict=True)
-        ]
-        filled = fill_unknown(torch.cat(placed), None, fill, mean, boxes=boxes)
-    return list(filled.split(counts))
+        placed = torch.stack(
+            [
+                place_views(objects, offsets, canvas, source=source)
+                for (objects, offsets), source in zip(parts, sources, strict=True)
+            ],
+            dim=1,
+        )
+        filled = fill_unknown(placed.flatten(0, 1), None, fill, mean, boxes=boxes)
+    return filled.view(count, steps, channels, canvas, canvas)
 
 
 def _pastes_for_inpainting(objects: Tensor, fill: str) -> bool:

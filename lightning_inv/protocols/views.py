@@ -396,8 +396,7 @@ class Scale(_Filled):
         for side in self.positions:  # one batched resize per size, one fill for all sizes
             top = (self.canvas - side) // 2
             parts.append((resize(images, side), torch.tensor([[top, top]]).expand(len(images), 2)))
-        views = compose_many(parts, self.canvas, self.fill, self.mean)
-        return torch.stack(views, dim=1)
+        return compose_many(parts, self.canvas, self.fill, self.mean)
 
 
 @dataclass
