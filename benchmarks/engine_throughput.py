@@ -11,6 +11,9 @@ fig9, zhang2019, aps2021, imagenet_p) at the model's canvas, plus the three hist
 - ``<key>_ratio_to_bare``: time of the bare forward pass over the very views the protocol makes
   (same count, same chunks of ``--batch-size``) divided by the time of the engine (view
   generation + forward). 1.0 = view generation is free.
+- ``<key>_views_fraction_of_forward``: the time of making the views alone (median of
+  ``--repeats``) divided by the bare forward of those views: what the ratio above should be
+  without noise is about 1 / (1 + this).
 - ``inpaint_fraction_of_forward`` (translate at object scale 0.75) and
   ``inpaint_fraction_of_forward_random_location_s0.3``: the extra time of making the views with
   the inpainted background instead of the mean colour, divided by the forward of those views.
@@ -117,7 +120,7 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
             indices = torch.arange(count)
             views = protocol(images, indices, photos if protocol.uses_original else None)
             flat = views.flatten(0, 1).contiguous()
-            _, engine_time, ratio = paired_seconds(
+            bare_time, engine_time, ratio = paired_seconds(
                 lambda f=flat: run_forward(f),
                 lambda p=protocol, b=images, i=indices, o=photos: view_logits(
                     forward, p, b, i, args.batch_size, originals=o
@@ -127,6 +130,14 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
             )
             results[f"{key}_views_per_s"] = len(flat) / engine_time
             results[f"{key}_ratio_to_bare"] = ratio
+            making = _median_time(
+                lambda p=protocol, b=images, i=indices, o=photos: p(
+                    b, i, o if p.uses_original else None
+                ),
+                args.repeats,
+                sync,
+            )
+            results[f"{key}_views_fraction_of_forward"] = making / bare_time
         for name, protocol in {
             "inpaint_fraction_of_forward": Translate(canvas=size, fill="inpaint", mean=mean),
             "inpaint_fraction_of_forward_random_location_s0.3": RandomLocation(

@@ -386,9 +386,9 @@ class _BandGroup:
         matrices: Tensor,
     ) -> None:
         """``frame`` [B + 1, C, lines, length]: the views with their rectangles in place and a
-        spare last view, filled in place; ``grown`` [P + 1, B, 4] (first line, first across, last line,
-        last across); ``needed`` [2, B]: passes of the band before and after; ``matrices``
-        [2, 6, 6]."""
+        spare last view, filled in place; ``grown`` [P + 1, B, 4] (first line, first across,
+        last line, last across); ``needed`` [2, B]: passes of the band before and after;
+        ``matrices`` [2, 6, 6]."""
         count = grown.shape[1]
         passes = grown.shape[0] - 1
         line_count, length = frame.shape[-2:]
