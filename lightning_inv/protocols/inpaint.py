@@ -363,85 +363,118 @@ def _slots(offsets: tuple[int, ...]) -> tuple[int, ...]:
     return offsets + (_DUMMY,) * (SLOTS - len(offsets))
 
 
-class _BandGroup:
-    """The bands along one axis of every view on the CPU (top and bottom, or left and right with
-    rows and columns exchanged), as (band, view) pairs sorted by the passes they need: pass n
-    works on a prefix of the pairs, only those still growing.
+class _Bands:
+    """Every band of every view on the CPU as (band, view) pairs in one buffer: the pairs along
+    the columns (left and right bands, rows and columns exchanged) sorted by the passes they
+    need, ascending, then the pairs along the rows (top and bottom) sorted descending. The pairs
+    still growing in pass n are then one contiguous slice: one set of operations per pass for
+    all four bands.
 
     A band's known lines in pass n + 1 are exactly the new lines it wrote in pass n (it grows by
     as many lines as a new line's window reaches into the known region: 5 before, 6 after), and a
     pixel that another band makes known meanwhile is one the window would read as unknown (zero)
     anyway. So each pair keeps its lines in ``buffer`` [pairs, 6, C, length + 11] (zero padding
-    along the band) and only the first pass reads the frame; every pass writes its new lines
-    into the frame. Two bands write one pixel only in the same pass and with the same value (a
-    corner), or one writes a zero there before the other writes the value; lines outside the
-    frame go to a spare view."""
+    along the band; length: the longer side) and only the first pass reads the frame; every
+    pass writes its new lines into the frame. Two bands write one pixel only in the same pass
+    and with the same value (a corner), or one writes a zero there before the other writes the
+    value; lines outside the frame go to a spare view."""
 
     def __init__(
+        self, frames: Tensor, grown: Tensor, sides: Tensor, table: Tensor, matrices: Tensor
+    ) -> None:
+        """``frames`` [B + 1, C, H, W]: the views with their rectangles in place and a spare last
+        view, filled in place; ``grown`` [P + 1, B, 4] (top, left, bottom, right) before each
+        pass; ``sides`` [4, B]: passes of the top, bottom, left and right bands; ``table``: see
+        ``reciprocal_table``; ``matrices`` [2, 6, 6]: the band matrices (before, after)."""
+        self.rows, self.columns = frames, frames.transpose(2, 3)
+        self.length = max(frames.shape[-2:])
+        swapped = torch.stack([grown[..., 1], grown[..., 0], grown[..., 3], grown[..., 2]], dim=-1)
+        across, along = (
+            self._axis(self.columns, swapped, sides[2:], table, matrices, ascending=True),
+            self._axis(self.rows, grown, sides[:2], table, matrices, ascending=False),
+        )
+        self.split = len(across["views"])  # the first pairs are the column pairs
+        self.column_counts, self.row_counts = across.pop("counts"), along.pop("counts")
+        for name in across:
+            dim = 0 if name in ("views", "buffer") else 1
+            setattr(self, name, torch.cat([across[name], along[name]], dim=dim))
+
+    def _axis(
         self,
         frame: Tensor,
         grown: Tensor,
         needed: Tensor,
         table: Tensor,
         matrices: Tensor,
-    ) -> None:
-        """``frame`` [B + 1, C, lines, length]: the views with their rectangles in place and a
-        spare last view, filled in place; ``grown`` [P + 1, B, 4] (first line, first across,
-        last line, last across); ``needed`` [2, B]: passes of the band before and after;
-        ``matrices`` [2, 6, 6]."""
-        count = grown.shape[1]
-        passes = grown.shape[0] - 1
-        line_count, length = frame.shape[-2:]
+        ascending: bool,
+    ) -> dict[str, Any]:
+        """The pairs of the two bands along one axis of ``frame`` [B + 1, C, lines, positions],
+        sorted by ``needed`` [2, B] (before, after): views, the band matrix with the new lines'
+        weights [P, pairs, 6, 6], the weight across [P, pairs, 1, 1, length], where to write
+        the new lines [P, pairs, 6], the buffer of first known lines, and per pass how many
+        pairs still grow."""
+        count, passes = grown.shape[1], grown.shape[0] - 1
+        line_count, positions = frame.shape[-2:]
         needed = needed.flatten()
-        order = torch.argsort(needed, descending=True, stable=True)
-        self.counts = (needed[None, :] > torch.arange(passes)[:, None]).sum(dim=1).tolist()
+        order = torch.argsort(needed, descending=not ascending, stable=True)
         kinds = torch.arange(2).repeat_interleave(count)[order]  # 0: before, 1: after
-        self.views = torch.arange(count).repeat(2)[order]
-        self.frame = frame
-        self.length = length
-        edges = torch.stack([grown[..., 0], grown[..., 2]], dim=-1)[:, self.views, kinds]
-        box = grown[:-1, self.views]  # [P, pairs, 4]
+        views = torch.arange(count).repeat(2)[order]
+        edges = torch.stack([grown[..., 0], grown[..., 2]], dim=-1)[:, views, kinds]
+        box = grown[:-1, views]  # [P, pairs, 4]
         new_offsets, known_offsets = (
             torch.tensor([_slots(band[i]) for band in (BAND_BEFORE, BAND_AFTER)])[kinds]
             for i in (0, 1)
         )  # [pairs, 6]
         new_lines = edges[:-1, :, None] + new_offsets  # [P, pairs, 6]
         line_weight = _reciprocal_weight(new_lines, box[..., 0:1], box[..., 2:3], table)
-        # the band matrix of each pair with its new lines' weights: [P, pairs, 6, 6]
-        self.matrices = line_weight[..., None] * matrices[kinds]
-        across = _reciprocal_weight(torch.arange(length), *_interval(grown[:-1], 1), table)
-        self.across = across[:, self.views, None, None, :]  # [P, pairs, 1, 1, length]
+        across = _reciprocal_weight(torch.arange(positions), *_interval(grown[:-1], 1), table)
+        across = F.pad(across, (0, self.length - positions))[:, views, None, None, :]
         # lines outside the frame and the dummy slot go to the spare view
         outside = (new_lines < 0) | (new_lines >= line_count) | (new_offsets == _DUMMY)
-        self.write_views = torch.where(outside, count, self.views[:, None])
-        self.write_lines = torch.where(outside, 0, new_lines)
         # The first known lines, from the frame: zero outside the rectangle (a rectangle of
         # fewer lines than a band reads has unknown lines there).
         lines = edges[0, :, None] + known_offsets  # [pairs, 6]
         first, across_first, last, across_last = box[0, :, :, None].unbind(1)
-        positions = torch.arange(length)
+        spots = torch.arange(positions)
         known = ((lines >= first) & (lines <= last))[:, :, None, None] & (
-            (positions >= across_first) & (positions <= across_last)
+            (spots >= across_first) & (spots <= across_last)
         )[:, None, None, :]
-        read = frame[self.views[:, None], :, lines.clamp(0, line_count - 1)]
-        self.buffer = frame.new_zeros(len(order), SLOTS, frame.shape[1], length + KERNEL_TAPS - 1)
+        read = frame[views[:, None], :, lines.clamp(0, line_count - 1)]
+        buffer = frame.new_zeros(len(order), SLOTS, frame.shape[1], self.length + KERNEL_TAPS - 1)
         # where, not a product: the frame may hold anything (NaN too) outside the rectangles
         torch.where(
-            known, read, read.new_zeros(()), out=self.buffer[..., PAD_BEFORE : PAD_BEFORE + length]
+            known, read, read.new_zeros(()), out=buffer[..., PAD_BEFORE : PAD_BEFORE + positions]
         )
+        steps = torch.arange(passes)[:, None]
+        return {
+            "counts": (needed[None, :] > steps).sum(dim=1).tolist(),
+            "views": views,
+            "matrices": line_weight[..., None] * matrices[kinds],
+            "across": across,
+            "write_views": torch.where(outside, count, views[:, None]),
+            "write_lines": torch.where(outside, 0, new_lines),
+            "buffer": buffer,
+        }
 
     def step(self, n: int, kernel: Tensor, method: str | None) -> None:
-        """Pass ``n``: blur the known lines along the band, mix them across it, weight them, keep
-        them as the next known lines and write them into the frame."""
-        k = self.counts[n]
-        if k == 0:
+        """Pass ``n`` of every band still growing: blur its known lines along the band, mix them
+        across it, weight them, keep them as the next known lines, write them into the frame."""
+        low, high = self.split - self.column_counts[n], self.split + self.row_counts[n]
+        if low == high:
             return
-        lines = self.buffer[:k]
+        lines = self.buffer[low:high]
         blurred = correlate_valid(lines, kernel, -1, method)  # [k, 6, C, length]
-        mixed = torch.bmm(self.matrices[n, :k], blurred.view(k, SLOTS, -1)).view(blurred.shape)
+        mixed = torch.bmm(self.matrices[n, low:high], blurred.view(high - low, SLOTS, -1))
         new = lines[..., PAD_BEFORE : PAD_BEFORE + self.length]
-        torch.mul(mixed, self.across[n, :k], out=new)
-        self.frame[self.write_views[n, :k], :, self.write_lines[n, :k]] = new
+        torch.mul(mixed.view(blurred.shape), self.across[n, low:high], out=new)
+        middle = self.split - low
+        for frame, first, last, values in (
+            (self.columns, low, self.split, new[:middle]),
+            (self.rows, self.split, high, new[middle:]),
+        ):
+            if first < last:
+                views, lines_at = self.write_views[n, first:last], self.write_lines[n, first:last]
+                frame[views, :, lines_at] = values[..., : frame.shape[-1]]
 
 
 def _fill_band_buffers(
@@ -451,26 +484,19 @@ def _fill_band_buffers(
     constants: tuple[Tensor, Tensor, Tensor],
     method: str | None,
 ) -> Tensor:
-    """``inpaint_boxes`` on the CPU (``_BandGroup``), in place: ``frames`` [B + 1, C, H, W] with
-    each view's rectangle in place (anything elsewhere) and a spare last view; returns the
-    first B views, filled. Every pixel outside the rectangles is written by the bands, with its
-    value last (see ``_BandGroup``), so nothing needs zeros first."""
+    """``inpaint_boxes`` on the CPU (``_Bands``), in place: ``frames`` [B + 1, C, H, W] with each
+    view's rectangle in place (anything elsewhere) and a spare last view; returns the first B
+    views, filled. Every pixel outside the rectangles is written by the bands, with its value
+    last (see ``_Bands``), so nothing needs zeros first."""
     kernel, before, after = constants
-    count = len(frames) - 1
-    height, width = frames.shape[-2:]
     passes = int(sides.max())
-    grown = _grown_boxes(boxes, passes, height, width)
-    table = reciprocal_table(kernel)
-    matrices = torch.stack([F.pad(before, (0, SLOTS - len(before), 0, SLOTS - len(before))), after])
-    swapped = torch.stack([grown[..., 1], grown[..., 0], grown[..., 3], grown[..., 2]], dim=-1)
-    groups = [  # both read their first lines before any band writes
-        _BandGroup(frames, grown, sides[:2], table, matrices),
-        _BandGroup(frames.transpose(2, 3), swapped, sides[2:], table, matrices),
-    ]
+    grown = _grown_boxes(boxes, passes, *frames.shape[-2:])
+    padding = (0, SLOTS - len(before), 0, SLOTS - len(before))  # the dummy slot: zeros
+    matrices = torch.stack([F.pad(before, padding), after])
+    bands = _Bands(frames, grown, sides, reciprocal_table(kernel), matrices)
     for n in range(passes):
-        for group in groups:
-            group.step(n, kernel, method)
-    return frames[:count]
+        bands.step(n, kernel, method)
+    return frames[:-1]
 
 
 def _fill_boxes(
