@@ -17,7 +17,7 @@ Two implementations of the one definition:
   and a column factor (the known region is a rectangle), computed for all passes at once from
   the rectangles, like the number of passes (no host-device synchronisation). On CPU each band
   keeps its lines in a buffer (its known lines are the lines it wrote in the pass before) and
-  works only while its side still grows (``_BandGroup``).
+  works only while its side still grows (``_Bands``).
 
 The blur is 12 shifted multiply-adds per axis on CPU (about 9x faster there than ``conv2d`` with a
 1 x 12 kernel on one channel) and a depthwise ``conv2d`` elsewhere (one kernel launch per axis).
