@@ -44,9 +44,8 @@ def place(
     ``zeros`` on CPU copies each view's rectangle (a slice per view, memcpy speed); the other
     modes and devices gather every canvas pixel by index in one call (one kernel on a GPU).
     """
-    views = place_views(images, offsets, canvas, mode, source)
-    _, _, row_ok, col_ok = _source_lines(offsets, canvas, *images.shape[-2:], mode)
-    return views, _known(row_ok, col_ok, images.device)
+    views, known = _place(images, offsets, canvas, mode, source, with_known=True)
+    return views, known
 
 
 def place_views(
@@ -57,6 +56,18 @@ def place_views(
     source: Tensor | None = None,
 ) -> Tensor:
     """The views of ``place`` [N, C, canvas, canvas], without the mask of known pixels."""
+    return _place(images, offsets, canvas, mode, source, with_known=False)[0]
+
+
+def _place(
+    images: Tensor,
+    offsets: Tensor,
+    canvas: int,
+    mode: str,
+    source: Tensor | None,
+    with_known: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """``place``; the mask is made only when asked for or needed (zeros by gather)."""
     if mode not in ("zeros", "clamp", "wrap"):
         raise ValueError(f"unknown placement mode {mode!r}; use 'zeros', 'clamp' or 'wrap'")
     if source is None:
@@ -64,12 +75,15 @@ def place_views(
             raise ValueError(f"{len(offsets)} offsets for {len(images)} images: pass source=")
         source = torch.arange(len(offsets))
     device = images.device
-    if mode == "zeros" and device.type == "cpu":
-        return _paste(images, offsets, canvas, source)
     rows, cols, row_ok, col_ok = _source_lines(offsets, canvas, *images.shape[-2:], mode)
+    paste_slices = mode == "zeros" and device.type == "cpu"
+    gather_zeros = mode == "zeros" and not paste_slices  # the gather zeroes by the mask
+    known = _known(row_ok, col_ok, device) if with_known or gather_zeros else None
+    if paste_slices:
+        return _paste(images, offsets, canvas, source), known
     rows, cols = to_device(rows, device), to_device(cols, device)
-    known = _known(row_ok, col_ok, device) if mode == "zeros" else None
-    return _gather(images, rows, cols, to_device(source, device), known)
+    zeroed = known if gather_zeros else None
+    return _gather(images, rows, cols, to_device(source, device), zeroed), known
 
 
 def _known(row_ok: Tensor, col_ok: Tensor, device: torch.device) -> Tensor:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_inv.protocols.fill import check_fill, compose, compose_many, fill_unknown
-from lightning_inv.protocols.placement import Region, place
+from lightning_inv.protocols.placement import Region, place_views
 
 Direction = Literal["vertical", "horizontal", "diagonal"]
 DIRECTIONS: dict[str, tuple[int, int]] = {
@@ -349,11 +349,11 @@ class Crop(Protocol):
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         larger = self.larger_pictures(indices, originals)
         dy, dx = DIRECTIONS[self.direction]
-        steps = torch.arange(self.steps)  # CPU, as place() wants
+        steps = torch.arange(self.steps)  # CPU, as place_views() wants
         offsets = -torch.stack([dy * steps, dx * steps], dim=1)
         b, t = len(images), self.steps
         source = torch.arange(b).repeat_interleave(t)
-        views, _ = place(larger, offsets.repeat(b, 1), self.canvas, source=source)
+        views = place_views(larger, offsets.repeat(b, 1), self.canvas, source=source)
         return views.view(b, t, 3, self.canvas, self.canvas)
 
 
@@ -549,7 +549,7 @@ class PairShift(Protocol):
         ]
         offsets = -torch.tensor(np.array(drawn), dtype=torch.long).view(-1, 2)
         source = torch.arange(len(images)).repeat_interleave(2)
-        views, _ = place(larger, offsets, self.canvas, source=source)
+        views = place_views(larger, offsets, self.canvas, source=source)
         return views.view(len(images), 2, 3, self.canvas, self.canvas)
 
 
@@ -577,7 +577,7 @@ class Circular(Protocol):
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         base = resize(images, self.canvas)
-        rolled, _ = place(base, self.shifts(indices), self.canvas, mode="wrap")
+        rolled = place_views(base, self.shifts(indices), self.canvas, mode="wrap")
         return torch.stack([base, rolled], dim=1)
 
 
@@ -612,13 +612,13 @@ class TranslationSequence(Protocol):
         side = self.canvas + 2 * self.max_shift
         larger = torch.stack([resize_cover(photo, side) for photo in originals])
         dy, dx = DIRECTIONS[self.direction]
-        moved = torch.tensor(self.positions, dtype=torch.long)  # CPU, as place() wants
-        # Content moved by s px is the centred window moved by -s; place() takes minus its corner.
+        moved = torch.tensor(self.positions, dtype=torch.long)  # CPU, as place_views() wants
+        # Content moved by s px is the centred window moved by -s; place_views() takes minus its corner.
         m = self.max_shift
         offsets = -torch.stack([m - dy * moved, m - dx * moved], dim=1)
         b, t = len(images), self.num_views
         source = torch.arange(b).repeat_interleave(t)
-        views, _ = place(larger, offsets.repeat(b, 1), self.canvas, source=source)
+        views = place_views(larger, offsets.repeat(b, 1), self.canvas, source=source)
         return views.view(b, t, 3, self.canvas, self.canvas)
 
 
