@@ -145,8 +145,10 @@ def test_place_wrap_clamp_and_zero_modes():
 def test_place_slice_copies_equal_the_index_gather():
     """CPU pastes one slice per view, other devices gather every pixel by index; both must give
     the same views. Catches: an off-by-one at a clipped edge (objects partly or wholly off the
-    canvas), views that ignore ``source`` (each view showing image i instead of source[i])."""
-    from lightning_inv.protocols.placement import _gather, _paste, _source_lines
+    canvas), views that ignore ``source`` (each view showing image i instead of source[i]), a
+    background strip left out or one pixel short (the paste writes into a buffer nobody zeroed:
+    here one full of NaN)."""
+    from lightning_inv.protocols.placement import _gather, _source_lines, paste, place_views
 
     torch.manual_seed(0)
     images = torch.rand(5, 3, 7, 9)
@@ -156,8 +158,13 @@ def test_place_slice_copies_equal_the_index_gather():
     rows, cols, row_ok, col_ok = _source_lines(offsets, 11, 7, 9, "zeros")
     known = (row_ok[:, :, None] & col_ok[:, None, :])[:, None]
     gathered = _gather(images, rows, cols, source, known)
-    pasted = _paste(images, offsets, 11, source)
+    pasted = place_views(images, offsets, 11, source=source)
     assert torch.equal(pasted, gathered)
+    garbage = torch.full((60, 3, 11, 11), float("nan"))
+    assert torch.equal(
+        paste(images, offsets, garbage, source, background=torch.zeros(())), gathered
+    )
+    assert torch.equal(place_views(list(images), offsets, 11, source=source), gathered)
     assert pasted[1, :, 0, 0].tolist() == images[source[1], :, 6, 8].tolist()
     assert not pasted[2].any() and not pasted[3].any()
     views, _ = place(images, offsets, 11, source=source)
@@ -165,9 +172,10 @@ def test_place_slice_copies_equal_the_index_gather():
 
 
 def test_masks_from_boxes_equal_the_placement_masks():
-    """compose() fills from the known rectangles without asking the placement for its mask.
-    Catches: an exclusive bottom or right edge (one row or column of the object filled with the
-    mean colour), a clipped corner computed from the unclipped offset."""
+    """compose() fills from the known rectangles without asking the placement for its mask (on
+    the CPU it paints the strips around each pasted object). Catches: an exclusive bottom or
+    right edge (one row or column of the object filled with the mean colour), a clipped corner
+    computed from the unclipped offset, the black fill given the mean colour or the reverse."""
     from lightning_inv.protocols.fill import box_mask, compose, known_boxes
 
     torch.manual_seed(1)
@@ -179,6 +187,7 @@ def test_masks_from_boxes_equal_the_placement_masks():
     colour = torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)
     expected = torch.where(known, views, colour)
     assert torch.equal(compose(objects, offsets, 12, "mean", mean=(0.1, 0.2, 0.3)), expected)
+    assert torch.equal(compose(objects, offsets, 12, "black", mean=(0.1, 0.2, 0.3)), views)
 
 
 def test_inpainted_views_made_in_the_buffer_equal_placement_then_inpainting():

@@ -38,7 +38,7 @@ def compose(
     view (default: view i shows object i). Keep ``offsets`` on the CPU: the placement and the
     inpainting plan their work from them without waiting for the device."""
     check_fill(fill)
-    if _pastes_for_inpainting(objects, fill):
+    if _pastes(objects, fill):
         return compose_many([(objects, offsets)], canvas, fill, mean, [source])[:, 0]
     mode = "clamp" if fill == "edge" else "zeros"
     views = place_views(objects, offsets, canvas, mode=mode, source=source)
@@ -72,33 +72,41 @@ def compose_many(
         )
     count, steps, channels = counts.pop(), len(parts), parts[0][0].shape[1]
     boxes = torch.stack([known_boxes(o, c, canvas) for o, c in parts], dim=1).view(-1, 4)
-    if _pastes_for_inpainting(parts[0][0], fill):
-        # Straight into the inpainting's buffer: no zero fill, no copy of the rectangles.
-        frames = parts[0][0].new_empty(count * steps + 1, channels, canvas, canvas)
-        grid = frames[:-1].view(count, steps, channels, canvas, canvas)
+    if _pastes(parts[0][0], fill):
+        # Straight into one buffer: no zero fill, no mask, no copy of the rectangles. The
+        # inpainting wants a spare last view; the other fills paint the strips around each object.
+        inpainting = fill == "inpaint"
+        frames = parts[0][0].new_empty(count * steps + inpainting, channels, canvas, canvas)
+        grid = frames[: count * steps].view(count, steps, channels, canvas, canvas)
+        background = None if inpainting else _background(fill, mean, frames)
         for step, ((objects, offsets), source) in enumerate(zip(parts, sources, strict=True)):
-            paste(objects, offsets, grid[:, step], source)
-        filled = fill_pasted(frames, boxes)
-    else:
-        placed = torch.stack(
-            [
-                place_views(objects, offsets, canvas, source=source)
-                for (objects, offsets), source in zip(parts, sources, strict=True)
-            ],
-            dim=1,
-        )
-        filled = fill_unknown(placed.flatten(0, 1), None, fill, mean, boxes=boxes)
+            paste(objects, offsets, grid[:, step], source, background)
+        if inpainting:
+            fill_pasted(frames, boxes)
+        return grid
+    placed = torch.stack(
+        [
+            place_views(objects, offsets, canvas, source=source)
+            for (objects, offsets), source in zip(parts, sources, strict=True)
+        ],
+        dim=1,
+    )
+    filled = fill_unknown(placed.flatten(0, 1), None, fill, mean, boxes=boxes)
     return filled.view(count, steps, channels, canvas, canvas)
 
 
-def _pastes_for_inpainting(objects: Tensor, fill: str) -> bool:
-    """Whether the views go straight into the inpainting's buffer (``fill_pasted``: CPU,
-    float32/float64)."""
-    return (
-        fill == "inpaint"
-        and objects.device.type == "cpu"
-        and objects.dtype in (torch.float32, torch.float64)
-    )
+def _pastes(objects: Tensor, fill: str) -> bool:
+    """Whether the views are pasted straight into their buffer with the fill (CPU; the
+    inpainting in place needs float32/float64: ``fill_pasted``)."""
+    if objects.device.type != "cpu" or fill == "edge":
+        return False
+    return fill != "inpaint" or objects.dtype in (torch.float32, torch.float64)
+
+
+def _background(fill: str, mean: Sequence[float], like: Tensor) -> Tensor:
+    """The colour [C, 1, 1] around the objects for the ``mean`` and ``black`` fills."""
+    colour = torch.tensor(mean if fill == "mean" else (0.0,) * like.shape[1], dtype=like.dtype)
+    return colour.to(like.device).view(-1, 1, 1)
 
 
 def known_boxes(objects: Tensor, offsets: Tensor, canvas: int) -> Tensor:

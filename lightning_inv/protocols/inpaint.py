@@ -363,6 +363,27 @@ def _slots(offsets: tuple[int, ...]) -> tuple[int, ...]:
     return offsets + (_DUMMY,) * (SLOTS - len(offsets))
 
 
+def _band_ends(
+    first: Tensor, last: Tensor, positions: int, length: int, table: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The positions along a band where its weight is not 1, and the weights there: [..., 24]
+    each, for the known intervals [``first``, ``last``] [...] of a line of ``positions`` px kept in
+    a buffer of ``length`` >= ``positions``.
+
+    The weight (``_reciprocal_weight``) is 1 where the whole 12-px window lies in the interval;
+    it differs only within ``first - 6 .. first + 5`` and ``last - 5 .. last + 6``. Further out the
+    window misses the interval, so the blurred band is exactly 0 there and any weight keeps it 0.
+    Positions past the line (``positions`` .. ``length - 1``) get 0; the two windows are clipped
+    to the buffer, and a clipped position repeats with the weight of the position it became (the
+    same value, so writing them in any order is safe)."""
+    steps = torch.arange(KERNEL_TAPS)
+    spots = torch.cat(
+        [first[..., None] - PAD_BEFORE + steps, last[..., None] - PAD_AFTER + steps], dim=-1
+    ).clamp_(0, length - 1)
+    weights = _reciprocal_weight(spots, first[..., None], last[..., None], table)
+    return spots, weights * (spots < positions)
+
+
 class _Bands:
     """Every band of every view on the CPU as (band, view) pairs in one buffer: the pairs along
     the columns (left and right bands, rows and columns exchanged) sorted by the passes they
@@ -398,6 +419,11 @@ class _Bands:
         for name in across:
             dim = 0 if name in ("views", "buffer") else 1
             setattr(self, name, torch.cat([across[name], along[name]], dim=dim))
+        # The weight along each band is 1 except near the ends of its known interval: ones
+        # with the two ends written in (see ``_band_ends``).
+        self.across = frames.new_ones(*self.end_spots.shape[:2], self.length)
+        self.across.scatter_(2, self.end_spots, self.end_weights)
+        self.across = self.across[:, :, None, None, :]  # [P, pairs, 1, 1, length]
 
     def _axis(
         self,
@@ -410,7 +436,8 @@ class _Bands:
     ) -> dict[str, Any]:
         """The pairs of the two bands along one axis of ``frame`` [B + 1, C, lines, positions],
         sorted by ``needed`` [2, B] (before, after): views, the band matrix with the new lines'
-        weights [P, pairs, 6, 6], the weight across [P, pairs, 1, 1, length], where to write
+        weights [P, pairs, 6, 6], the weight along the band near its two ends (``_band_ends``:
+        positions and weights [P, pairs, 2 * taps]), where to write
         the new lines [P, pairs, 6], the buffer of first known lines, and per pass how many
         pairs still grow."""
         count, passes = grown.shape[1], grown.shape[0] - 1
@@ -427,8 +454,7 @@ class _Bands:
         )  # [pairs, 6]
         new_lines = edges[:-1, :, None] + new_offsets  # [P, pairs, 6]
         line_weight = _reciprocal_weight(new_lines, box[..., 0:1], box[..., 2:3], table)
-        across = _reciprocal_weight(torch.arange(positions), *_interval(grown[:-1], 1), table)
-        across = F.pad(across, (0, self.length - positions))[:, views, None, None, :]
+        end_spots, end_weights = _band_ends(box[..., 1], box[..., 3], positions, self.length, table)
         # lines outside the frame and the dummy slot go to the spare view
         outside = (new_lines < 0) | (new_lines >= line_count) | (new_offsets == _DUMMY)
         # The first known lines, from the frame: zero outside the rectangle (a rectangle of
@@ -450,7 +476,8 @@ class _Bands:
             "counts": (needed[None, :] > steps).sum(dim=1).tolist(),
             "views": views,
             "matrices": line_weight[..., None] * matrices[kinds],
-            "across": across,
+            "end_spots": end_spots,
+            "end_weights": end_weights,
             "write_views": torch.where(outside, count, views[:, None]),
             "write_lines": torch.where(outside, 0, new_lines),
             "buffer": buffer,

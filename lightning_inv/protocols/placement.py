@@ -9,6 +9,7 @@ edge pixels (the ``edge`` fill).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,9 +17,11 @@ from torch import Tensor
 
 from lightning_inv.protocols.transfer import to_device
 
+Images = Tensor | Sequence[Tensor]  # [M, C, h, w], or M tensors [C, h, w] of one size
+
 
 def place(
-    images: Tensor,
+    images: Images,
     offsets: Tensor,
     canvas: int,
     mode: str = "zeros",
@@ -27,7 +30,8 @@ def place(
     """Put images on a ``canvas`` x ``canvas`` frame with their top-left corner at ``offsets``.
 
     Args:
-        images: [M, C, h, w].
+        images: [M, C, h, w], or a sequence of M images [C, h, w] of one size (pictures made one
+            by one need not be stacked first).
         offsets: int [N, 2], (top, left) in px of each view's image on the canvas (may be
             negative). Keep them on the CPU for CPU images: the copies are planned from them.
         canvas: side of the output (px).
@@ -41,15 +45,16 @@ def place(
         where no image pixel landed (always True for ``wrap``). ``place_views`` gives the views
         alone.
 
-    ``zeros`` on CPU copies each view's rectangle (a slice per view, memcpy speed); the other
-    modes and devices gather every canvas pixel by index in one call (one kernel on a GPU).
+    ``zeros`` on CPU copies each view's rectangle (a slice per view, memcpy speed) and zeroes
+    only what it does not cover; the other modes and devices gather every canvas pixel by index
+    in one call (one kernel on a GPU).
     """
     views, known = _place(images, offsets, canvas, mode, source, with_known=True)
     return views, known
 
 
 def place_views(
-    images: Tensor,
+    images: Images,
     offsets: Tensor,
     canvas: int,
     mode: str = "zeros",
@@ -60,7 +65,7 @@ def place_views(
 
 
 def _place(
-    images: Tensor,
+    images: Images,
     offsets: Tensor,
     canvas: int,
     mode: str,
@@ -70,17 +75,25 @@ def _place(
     """``place``; the mask is made only when asked for or needed (zeros by gather)."""
     if mode not in ("zeros", "clamp", "wrap"):
         raise ValueError(f"unknown placement mode {mode!r}; use 'zeros', 'clamp' or 'wrap'")
+    if not len(images):
+        raise ValueError("place needs at least one image")
+    first = images[0]
+    if len({tuple(image.shape) for image in images}) != 1:
+        raise ValueError("the images to place must have one size; stack them or place each")
     if source is None:
         if len(images) != len(offsets):
             raise ValueError(f"{len(offsets)} offsets for {len(images)} images: pass source=")
         source = torch.arange(len(offsets))
-    device = images.device
-    rows, cols, row_ok, col_ok = _source_lines(offsets, canvas, *images.shape[-2:], mode)
+    device = first.device
+    rows, cols, row_ok, col_ok = _source_lines(offsets, canvas, *first.shape[-2:], mode)
     paste_slices = mode == "zeros" and device.type == "cpu"
     gather_zeros = mode == "zeros" and not paste_slices  # the gather zeroes by the mask
     known = _known(row_ok, col_ok, device) if with_known or gather_zeros else None
     if paste_slices:
-        return _paste(images, offsets, canvas, source), known
+        out = first.new_empty(len(offsets), first.shape[0], canvas, canvas)
+        return paste(images, offsets, out, source, background=first.new_zeros(())), known
+    if not isinstance(images, Tensor):
+        images = torch.stack(list(images))
     rows, cols = to_device(rows, device), to_device(cols, device)
     zeroed = known if gather_zeros else None
     return _gather(images, rows, cols, to_device(source, device), zeroed), known
@@ -120,29 +133,43 @@ def _gather(
     return views.contiguous()
 
 
-def _paste(images: Tensor, offsets: Tensor, canvas: int, source: Tensor) -> Tensor:
-    """``place(mode="zeros")`` as one slice copy per view: [N, C, canvas, canvas]."""
-    out = images.new_zeros(len(offsets), images.shape[1], canvas, canvas)
-    return paste(images, offsets, out, source)
-
-
-def paste(images: Tensor, offsets: Tensor, out: Tensor, source: Tensor | None = None) -> Tensor:
+def paste(
+    images: Images,
+    offsets: Tensor,
+    out: Tensor,
+    source: Tensor | None = None,
+    background: Tensor | None = None,
+) -> Tensor:
     """Copy the visible part of each view's image into ``out`` [N, C, canvas, canvas] with its
-    top-left corner at ``offsets`` [N, 2] (CPU), one slice per view; the rest of ``out`` is left
-    as it is. ``source`` [N]: the image of each view (default: view i shows image i). Returns
-    ``out``."""
-    height, width = images.shape[-2:]
+    top-left corner at ``offsets`` [N, 2] (CPU), one slice per view. ``source`` [N]: the image of
+    each view (default: view i shows image i). ``background``: a value or colour [C, 1, 1] for
+    the rest of each view (its strips around the image are filled, nothing is written twice);
+    None leaves the rest of ``out`` as it is. Returns ``out``."""
     canvas = out.shape[-1]
     source = torch.arange(len(offsets)) if source is None else source
-    for view, ((top, left), image) in enumerate(
+    for view, ((top, left), index) in enumerate(
         zip(offsets.long().tolist(), source.tolist(), strict=True)
     ):
+        image = images[index]
+        height, width = image.shape[-2:]
         first_row, last_row = max(top, 0), min(top + height, canvas)
         first_col, last_col = max(left, 0), min(left + width, canvas)
-        if first_row < last_row and first_col < last_col:
-            out[view, :, first_row:last_row, first_col:last_col] = images[
-                image, :, first_row - top : last_row - top, first_col - left : last_col - left
-            ]
+        if first_row >= last_row or first_col >= last_col:  # nothing of the image lands
+            if background is not None:
+                out[view] = background
+            continue
+        out[view, :, first_row:last_row, first_col:last_col] = image[
+            :, first_row - top : last_row - top, first_col - left : last_col - left
+        ]
+        if background is not None:
+            for strip in (
+                out[view, :, :first_row],
+                out[view, :, last_row:],
+                out[view, :, first_row:last_row, :first_col],
+                out[view, :, first_row:last_row, last_col:],
+            ):
+                if strip.numel():
+                    strip.copy_(background.expand_as(strip))
     return out
 
 

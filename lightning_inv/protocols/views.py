@@ -333,18 +333,18 @@ class Crop(Protocol):
     def default_key(self) -> str:
         return self.name if self.area is None else f"{self.name}_a{self.area:g}"
 
-    def larger_pictures(self, indices: Tensor, originals: list[Tensor]) -> Tensor:
-        """[B, 3, canvas + margin, canvas + margin]: the pictures the windows are cut from."""
+    def larger_pictures(self, indices: Tensor, originals: list[Tensor]) -> list[Tensor]:
+        """B pictures [3, canvas + margin, canvas + margin]: what the windows are cut from."""
         side = self.canvas + self.margin
         if self.area is None:
-            return torch.stack([resize_cover(photo, side) for photo in originals])
+            return [resize_cover(photo, side) for photo in originals]
         pictures = []
         for index, photo in zip(indices.tolist(), originals, strict=True):
             top, left, h, w = random_resized_crop_box(
                 photo.shape[-2], photo.shape[-1], self.area, sample_generator(self.seed, index)
             )
             pictures.append(resize(photo[None, :, top : top + h, left : left + w], side)[0])
-        return torch.stack(pictures)
+        return pictures
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         larger = self.larger_pictures(indices, originals)
@@ -542,7 +542,7 @@ class PairShift(Protocol):
         return 2
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
-        larger = torch.stack([resize_cover(photo, self.base) for photo in originals])
+        larger = [resize_cover(photo, self.base) for photo in originals]  # placed unstacked
         drawn = [
             sample_generator(self.seed, i).integers(0, self.max_offset, size=(2, 2))
             for i in indices.tolist()
@@ -610,7 +610,7 @@ class TranslationSequence(Protocol):
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         side = self.canvas + 2 * self.max_shift
-        larger = torch.stack([resize_cover(photo, side) for photo in originals])
+        larger = [resize_cover(photo, side) for photo in originals]  # placed unstacked
         dy, dx = DIRECTIONS[self.direction]
         moved = torch.tensor(self.positions, dtype=torch.long)  # CPU, as place_views() wants
         # Content moved by s px is the centred window moved by -s; place_views() takes minus its corner.
