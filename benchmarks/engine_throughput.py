@@ -20,7 +20,10 @@ fig9, zhang2019, aps2021, imagenet_p) at the model's canvas, plus the three hist
 
 Each ratio is the median over ``--repeats`` rounds of (bare time / engine time) with the two
 timed back to back in every round, after one warm-up, all in this one run: a slow moment of the
-machine hits both sides of a round, so ratios compare like with like. The random photos are
+machine hits both sides of a round, so ratios compare like with like. What is left is noise, and
+``bare_vs_bare_ratio_min`` / ``_max`` measure it: the same paired median of the bare forward
+against itself, three times (1.0 +- the noise of this machine; a protocol's ratio means
+something only where it leaves that band). The random photos are
 ImageNet-sized (375 x 500). With --memory,
 the peak RSS of a metric run over N = 100 and N = 1,000 images (tiny model, fresh process each)
 shows that memory does not grow with N. Like evaluate.py and train.py, the benchmark first raises
@@ -113,6 +116,14 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
         ready = torch.rand(args.batch_size, 3, size, size, device=device)
         bare = _median_time(lambda: forward(ready), args.repeats, sync)
         results["bare_forward_views_per_s"] = args.batch_size / bare
+        noise = [
+            paired_seconds(lambda: forward(ready), lambda: forward(ready), args.repeats, sync)[2]
+            for _ in range(3)
+        ]
+        results["bare_vs_bare_ratio_min"], results["bare_vs_bare_ratio_max"] = (
+            min(noise),
+            max(noise),
+        )
         for key, protocol in _protocols(size, mean).items():
             count = math.ceil(args.batch_size / protocol.num_views)  # >= one full chunk
             images = torch.rand(count, 3, size, size, device=device)

@@ -35,7 +35,8 @@ r = json.load(open(sys.argv[1]))
 ratios = {k[: -len("_ratio_to_bare")]: v for k, v in r.items() if k.endswith("_ratio_to_bare")}
 print(f"{r['model']}: bare forward {r['bare_forward_views_per_s']:.0f} views/s; "
       f"inpaint fraction translate {r['inpaint_fraction_of_forward']:.3f}, random_location s0.3 "
-      f"{r['inpaint_fraction_of_forward_random_location_s0.3']:.3f}")
+      f"{r['inpaint_fraction_of_forward_random_location_s0.3']:.3f}; noise (bare vs bare) "
+      f"{r['bare_vs_bare_ratio_min']:.3f}-{r['bare_vs_bare_ratio_max']:.3f}")
 for key, ratio in ratios.items():
     print(f"    {key:40s} {ratio:6.3f}x  {r[key + '_views_per_s']:9.0f} views/s")
 EOF
