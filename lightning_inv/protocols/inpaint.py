@@ -16,11 +16,14 @@ Two implementations of the one definition:
   [new lines x known lines] matrix of kernel taps. The normalising weight is the product of a row
   and a column factor (the known region is a rectangle), computed for all passes at once from
   the rectangles, like the number of passes (no host-device synchronisation). On CPU each band
-  keeps its lines in a buffer (its known lines are the lines it wrote in the pass before) and
-  works only while its side still grows (``_Bands``).
+  keeps its lines in a buffer (its known lines are the lines it wrote in the pass before), works
+  only while its side still grows and only where its lines can be non-zero, and all passes run
+  as one compiled loop (``band_kernel``); on a GPU every band of every view runs every pass as
+  tensor operations captured in a CUDA graph.
 
-The blur is 12 shifted multiply-adds per axis on CPU (about 9x faster there than ``conv2d`` with a
-1 x 12 kernel on one channel) and a depthwise ``conv2d`` elsewhere (one kernel launch per axis).
+In ``inpaint`` and the GPU passes the blur is 12 shifted multiply-adds per axis on CPU (about 9x
+faster there than ``conv2d`` with a 1 x 12 kernel on one channel) and a depthwise ``conv2d``
+elsewhere (one kernel launch per axis).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_inv.protocols.band_kernel import fill_bands
 from lightning_inv.protocols.transfer import to_device
 
 KERNEL_TAPS = 12
@@ -273,7 +277,8 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
             each box are read.
         boxes: int [B, 4] on the CPU: (top, left, bottom, right) of each known rectangle,
             inclusive, inside the frame.
-        method: the blur, see ``correlate_valid``.
+        method: the blur of the passes on a GPU, see ``correlate_valid`` (the CPU runs each
+            pass as one compiled loop, ``band_kernel``).
 
     Returns:
         Float [B, 3, H, W], same dtype: pixels inside the boxes unchanged, every other filled.
@@ -300,7 +305,7 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
         frames[view, :, top : bottom + 1, left : right + 1] = images[
             view, :, top : bottom + 1, left : right + 1
         ]
-    return _fill_band_buffers(frames, boxes, sides, constants, method).to(images.dtype)
+    return _fill_band_buffers(frames, boxes, sides, constants).to(images.dtype)
 
 
 @_autocast_off
@@ -329,7 +334,7 @@ def fill_pasted(frames: Tensor, boxes: Tensor) -> Tensor:
     if not sides.numel() or int(sides.max()) == 0:
         return frames[:-1]
     constants = _band_constants(frames.dtype, frames.device)
-    return _fill_band_buffers(frames, boxes, sides, constants, None)
+    return _fill_band_buffers(frames, boxes, sides, constants)
 
 
 def _checked_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
@@ -363,166 +368,81 @@ def _slots(offsets: tuple[int, ...]) -> tuple[int, ...]:
     return offsets + (_DUMMY,) * (SLOTS - len(offsets))
 
 
-def _band_ends(
-    first: Tensor, last: Tensor, positions: int, length: int, table: Tensor
-) -> tuple[Tensor, Tensor]:
-    """The positions along a band where its weight is not 1, and the weights there: [..., 24]
-    each, for the known intervals [``first``, ``last``] [...] of a line of ``positions`` px kept in
-    a buffer of ``length`` >= ``positions``.
-
-    The weight (``_reciprocal_weight``) is 1 where the whole 12-px window lies in the interval;
-    it differs only within ``first - 6 .. first + 5`` and ``last - 5 .. last + 6``. Further out the
-    window misses the interval, so the blurred band is exactly 0 there and any weight keeps it 0.
-    Positions past the line (``positions`` .. ``length - 1``) get 0; the two windows are clipped
-    to the buffer, and a clipped position repeats with the weight of the position it became (the
-    same value, so writing them in any order is safe)."""
-    steps = torch.arange(KERNEL_TAPS)
-    spots = torch.cat(
-        [first[..., None] - PAD_BEFORE + steps, last[..., None] - PAD_AFTER + steps], dim=-1
-    ).clamp_(0, length - 1)
-    weights = _reciprocal_weight(spots, first[..., None], last[..., None], table)
-    return spots, weights * (spots < positions)
-
-
-class _Bands:
-    """Every band of every view on the CPU as (band, view) pairs in one buffer: the pairs along
-    the columns (left and right bands, rows and columns exchanged) sorted by the passes they
-    need, ascending, then the pairs along the rows (top and bottom) sorted descending. The pairs
-    still growing in pass n are then one contiguous slice: one set of operations per pass for
-    all four bands.
-
-    A band's known lines in pass n + 1 are exactly the new lines it wrote in pass n (it grows by
-    as many lines as a new line's window reaches into the known region: 5 before, 6 after), and a
-    pixel that another band makes known meanwhile is one the window would read as unknown (zero)
-    anyway. So each pair keeps its lines in ``buffer`` [pairs, 6, C, length + 11] (zero padding
-    along the band; length: the longer side) and only the first pass reads the frame; every
-    pass writes its new lines into the frame. Two bands write one pixel only in the same pass
-    and with the same value (a corner), or one writes a zero there before the other writes the
-    value; lines outside the frame go to a spare view."""
-
-    def __init__(
-        self, frames: Tensor, grown: Tensor, sides: Tensor, table: Tensor, matrices: Tensor
-    ) -> None:
-        """``frames`` [B + 1, C, H, W]: the views with their rectangles in place and a spare last
-        view, filled in place; ``grown`` [P + 1, B, 4] (top, left, bottom, right) before each
-        pass; ``sides`` [4, B]: passes of the top, bottom, left and right bands; ``table``: see
-        ``reciprocal_table``; ``matrices`` [2, 6, 6]: the band matrices (before, after)."""
-        self.rows, self.columns = frames, frames.transpose(2, 3)
-        self.length = max(frames.shape[-2:])
-        swapped = torch.stack([grown[..., 1], grown[..., 0], grown[..., 3], grown[..., 2]], dim=-1)
-        across, along = (
-            self._axis(self.columns, swapped, sides[2:], table, matrices, ascending=True),
-            self._axis(self.rows, grown, sides[:2], table, matrices, ascending=False),
-        )
-        self.split = len(across["views"])  # the first pairs are the column pairs
-        self.column_counts, self.row_counts = across.pop("counts"), along.pop("counts")
-        for name in across:
-            dim = 0 if name in ("views", "buffer") else 1
-            setattr(self, name, torch.cat([across[name], along[name]], dim=dim))
-        # The weight along each band is 1 except near the ends of its known interval: ones
-        # with the two ends written in (see ``_band_ends``).
-        self.across = frames.new_ones(*self.end_spots.shape[:2], self.length)
-        self.across.scatter_(2, self.end_spots, self.end_weights)
-        self.across = self.across[:, :, None, None, :]  # [P, pairs, 1, 1, length]
-
-    def _axis(
-        self,
-        frame: Tensor,
-        grown: Tensor,
-        needed: Tensor,
-        table: Tensor,
-        matrices: Tensor,
-        ascending: bool,
-    ) -> dict[str, Any]:
-        """The pairs of the two bands along one axis of ``frame`` [B + 1, C, lines, positions],
-        sorted by ``needed`` [2, B] (before, after): views, the band matrix with the new lines'
-        weights [P, pairs, 6, 6], the weight along the band near its two ends (``_band_ends``:
-        positions and weights [P, pairs, 2 * taps]), where to write
-        the new lines [P, pairs, 6], the buffer of first known lines, and per pass how many
-        pairs still grow."""
-        count, passes = grown.shape[1], grown.shape[0] - 1
-        line_count, positions = frame.shape[-2:]
-        needed = needed.flatten()
-        order = torch.argsort(needed, descending=not ascending, stable=True)
-        kinds = torch.arange(2).repeat_interleave(count)[order]  # 0: before, 1: after
-        views = torch.arange(count).repeat(2)[order]
-        edges = torch.stack([grown[..., 0], grown[..., 2]], dim=-1)[:, views, kinds]
-        box = grown[:-1, views]  # [P, pairs, 4]
-        new_offsets, known_offsets = (
-            torch.tensor([_slots(band[i]) for band in (BAND_BEFORE, BAND_AFTER)])[kinds]
-            for i in (0, 1)
-        )  # [pairs, 6]
-        new_lines = edges[:-1, :, None] + new_offsets  # [P, pairs, 6]
+def _band_plan(
+    grown: Tensor, line_count: int, table: Tensor, matrices: Tensor
+) -> dict[str, Tensor]:
+    """What the two bands along one axis need for every pass, from ``grown`` [P + 1, B, 4] (first
+    line, first position, last line, last position before each pass and after the last, in that
+    axis's terms; the frame has ``line_count`` lines): per band kind (before, after) and view,
+    the band matrix with the new lines' weights folded in [P, B, 2, 6, 6], the known interval
+    along the band [P, B, 2, 2], where each new line goes (view, line) [P, B, 2, 6] (lines
+    outside the frame and the dummy slot: the spare view B), and the lines and rectangle
+    (first, last line, first, last position) the first known lines are read from [B, 2, 6] and
+    [B, 2, 4]."""
+    count = grown.shape[1]
+    box = grown[:-1]  # [P, B, 4]
+    plans = []
+    for kind, band in enumerate((BAND_BEFORE, BAND_AFTER)):
+        new_offsets, known_offsets = (torch.tensor(_slots(offsets)) for offsets in band)
+        edge = grown[..., 2 * kind]  # first line (before) or last line (after): [P + 1, B]
+        new_lines = edge[:-1, :, None] + new_offsets  # [P, B, 6]
         line_weight = _reciprocal_weight(new_lines, box[..., 0:1], box[..., 2:3], table)
-        end_spots, end_weights = _band_ends(box[..., 1], box[..., 3], positions, self.length, table)
-        # lines outside the frame and the dummy slot go to the spare view
         outside = (new_lines < 0) | (new_lines >= line_count) | (new_offsets == _DUMMY)
-        # The first known lines, from the frame: zero outside the rectangle (a rectangle of
-        # fewer lines than a band reads has unknown lines there).
-        lines = edges[0, :, None] + known_offsets  # [pairs, 6]
-        first, across_first, last, across_last = box[0, :, :, None].unbind(1)
-        spots = torch.arange(positions)
-        known = ((lines >= first) & (lines <= last))[:, :, None, None] & (
-            (spots >= across_first) & (spots <= across_last)
-        )[:, None, None, :]
-        read = frame[views[:, None], :, lines.clamp(0, line_count - 1)]
-        buffer = frame.new_zeros(len(order), SLOTS, frame.shape[1], self.length + KERNEL_TAPS - 1)
-        # where, not a product: the frame may hold anything (NaN too) outside the rectangles
-        torch.where(
-            known, read, read.new_zeros(()), out=buffer[..., PAD_BEFORE : PAD_BEFORE + positions]
+        plans.append(
+            {
+                "matrices": line_weight[..., None] * matrices[kind],
+                "along": box[..., [1, 3]],
+                "write_views": torch.where(outside, count, torch.arange(count)[:, None]),
+                "write_lines": torch.where(outside, 0, new_lines),
+                "read_lines": edge[0, :, None] + known_offsets,
+                "read_boxes": box[0][:, [0, 2, 1, 3]],
+            }
         )
-        steps = torch.arange(passes)[:, None]
-        return {
-            "counts": (needed[None, :] > steps).sum(dim=1).tolist(),
-            "views": views,
-            "matrices": line_weight[..., None] * matrices[kinds],
-            "end_spots": end_spots,
-            "end_weights": end_weights,
-            "write_views": torch.where(outside, count, views[:, None]),
-            "write_lines": torch.where(outside, 0, new_lines),
-            "buffer": buffer,
-        }
-
-    def step(self, n: int, kernel: Tensor, method: str | None) -> None:
-        """Pass ``n`` of every band still growing: blur its known lines along the band, mix them
-        across it, weight them, keep them as the next known lines, write them into the frame."""
-        low, high = self.split - self.column_counts[n], self.split + self.row_counts[n]
-        if low == high:
-            return
-        lines = self.buffer[low:high]
-        blurred = correlate_valid(lines, kernel, -1, method)  # [k, 6, C, length]
-        mixed = torch.bmm(self.matrices[n, low:high], blurred.view(high - low, SLOTS, -1))
-        new = lines[..., PAD_BEFORE : PAD_BEFORE + self.length]
-        torch.mul(mixed.view(blurred.shape), self.across[n, low:high], out=new)
-        middle = self.split - low
-        for frame, first, last, values in (
-            (self.columns, low, self.split, new[:middle]),
-            (self.rows, self.split, high, new[middle:]),
-        ):
-            if first < last:
-                views, lines_at = self.write_views[n, first:last], self.write_lines[n, first:last]
-                frame[views, :, lines_at] = values[..., : frame.shape[-1]]
+    return {
+        name: torch.stack([plan[name] for plan in plans], dim=-3 if name == "matrices" else -2)
+        for name in plans[0]
+    }
 
 
 def _fill_band_buffers(
-    frames: Tensor,
-    boxes: Tensor,
-    sides: Tensor,
-    constants: tuple[Tensor, Tensor, Tensor],
-    method: str | None,
+    frames: Tensor, boxes: Tensor, sides: Tensor, constants: tuple[Tensor, Tensor, Tensor]
 ) -> Tensor:
-    """``inpaint_boxes`` on the CPU (``_Bands``), in place: ``frames`` [B + 1, C, H, W] with each
-    view's rectangle in place (anything elsewhere) and a spare last view; returns the first B
-    views, filled. Every pixel outside the rectangles is written by the bands, with its value
-    last (see ``_Bands``), so nothing needs zeros first."""
+    """``inpaint_boxes`` on the CPU, in place: ``frames`` [B + 1, C, H, W] with each view's
+    rectangle in place (anything elsewhere) and a spare last view; returns the first B views,
+    filled (``band_kernel.fill_bands``: one compiled call, each view's four bands through all
+    their passes).
+
+    A band's known lines in pass n + 1 are exactly the new lines it wrote in pass n (it grows by
+    as many lines as a new line's window reaches into the known region: 5 before, 6 after), and
+    a pixel that another band makes known meanwhile is one the window would read as unknown
+    (zero) anyway. So each (band, view) pair keeps its lines in a buffer of six slots (the
+    before-band's sixth is a dummy line of weight 0) and only the first pass reads the frame.
+    Each pass writes the new lines into the frame, columns first: two bands write one pixel only
+    in the same pass with the same value up to rounding (a corner; the row's stays), or one writes
+    a zero there before the other writes the value. So every pixel outside the rectangles is
+    written, last with its value, and nothing needs zeros first."""
     kernel, before, after = constants
+    count = len(boxes)
+    height, width = frames.shape[-2:]
     passes = int(sides.max())
-    grown = _grown_boxes(boxes, passes, *frames.shape[-2:])
+    grown = _grown_boxes(boxes, passes, height, width)
     padding = (0, SLOTS - len(before), 0, SLOTS - len(before))  # the dummy slot: zeros
     matrices = torch.stack([F.pad(before, padding), after])
-    bands = _Bands(frames, grown, sides, reciprocal_table(kernel), matrices)
-    for n in range(passes):
-        bands.step(n, kernel, method)
+    table = reciprocal_table(kernel)
+    # pair 4 v + b of view v: b = 0 left, 1 right (along the columns), 2 top, 3 bottom (rows)
+    columns = _band_plan(grown[..., [1, 0, 3, 2]], width, table, matrices)
+    rows = _band_plan(grown, height, table, matrices)
+    plan = {
+        name: torch.cat([columns[name], rows[name]], dim=-3 if name == "matrices" else -2)
+        .flatten(-4 if name == "matrices" else -3, -3 if name == "matrices" else -2)
+        .contiguous()
+        for name in rows
+    }
+    needed = sides[[2, 3, 0, 1]].T.flatten().contiguous()  # [4 B]
+    spans = torch.tensor([height, height, width, width]).repeat(count)
+    length = max(height, width)
+    buffer = frames.new_empty(4 * count, SLOTS, frames.shape[1], length + KERNEL_TAPS - 1)
+    fill_bands(frames, buffer, needed, spans, kernel, table, plan)
     return frames[:-1]
 
 
