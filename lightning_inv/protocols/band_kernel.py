@@ -1,13 +1,14 @@
 """The CPU band inpainting as one compiled loop (docs/design.md, "Inpainting").
 
-``inpaint._fill_band_buffers`` plans the passes (per (band, view) pair: its band matrices and
-line weights, its known interval along the band, where its new lines go, how many passes it
-grows); this module runs them. Written in torch, a pass is about twenty operations that each
-sweep the whole band buffer (twelve shifted multiply-adds for the blur alone) at a fixed cost of
-a few microseconds each, thirty-odd passes per call. Compiled with numba, each view's four bands
-go through all their passes in one call, in parallel over views: the lines are blurred, mixed,
-weighted and written while they sit in the cache. The same arithmetic (tested against the
-full-frame definition and against the CUDA schedule, which stays in torch).
+``inpaint.inpaint_boxes`` and ``inpaint.fill_pasted`` call ``fill_bands`` on the CPU with the
+rectangles and the band constants; each view's four bands go through all their passes in one
+compiled call (numba), in parallel over views: a band's lines are blurred, mixed, weighted and
+written while they sit in the cache, and the plan of each pass (grown rectangle, line weights,
+where the new lines go) is a few integer operations in the loop. Written as torch operations, a
+pass was about twenty operations that each swept the whole band buffer at a fixed cost of a few
+microseconds, thirty-odd passes per call, after a plan of some two hundred more. The same
+arithmetic (tested against the full-frame definition and against the CUDA schedule, which stays
+in torch).
 """
 
 from __future__ import annotations
@@ -20,33 +21,26 @@ from numba import njit, prange
 TAPS = 12  # the binomial kernel's length (inpaint.KERNEL_TAPS)
 PAD = 6  # zero padding before each line in the buffer (inpaint.PAD_BEFORE)
 BANDS = 4  # pairs of a view: left, right (along the columns), top, bottom (along the rows)
-# A position's 12-px window [p - 6, p + 5] meets the known interval [first, last] along the band
-# iff p is in [first - 5, last + 6]: the only positions where a new line is not zero.
+# A position's 12-px window [p - 6, p + 5] meets the known interval [first, last] iff p is in
+# [first - 5, last + 6]: where a new line can be non-zero, and how far the known rectangle grows
+# per pass (inpaint.GROW_BEFORE, inpaint.GROW_AFTER).
 REACH_BEFORE, REACH_AFTER = TAPS // 2 - 1, TAPS // 2
 
 
 @njit(cache=True, nogil=True)
-def _first_lines(buffer, pair, column, lines, box, frames, view):
-    """The pair's first known lines: the pixels of its rectangle ``box`` (first, last line,
-    first, last position), zero elsewhere (a band may read lines past a thin rectangle; the
-    frame outside the rectangles may hold anything, NaN included, and is never read)."""
-    first, last, start, stop = box[0], box[1], box[2], box[3]
-    for i in range(buffer.shape[1]):
-        line = lines[i]
-        for c in range(buffer.shape[2]):
-            buffer[pair, i, c, :] = 0
-            if first <= line <= last:
-                for p in range(start, stop + 1):
-                    if column:
-                        buffer[pair, i, c, PAD + p] = frames[view, c, p, line]
-                    else:
-                        buffer[pair, i, c, PAD + p] = frames[view, c, line, p]
+def _weight(line, first, last, table):
+    """inpaint._reciprocal_weight: 1 / the kernel taps that the window of ``line`` shares with
+    the known interval [first, last], 0 where it shares none."""
+    start = min(max(first + PAD - line, 0), TAPS)
+    stop = min(max(last + PAD + 1 - line, 0), TAPS)
+    return table[start * (TAPS + 1) + stop]
 
 
 @njit(cache=True, nogil=True)
-def _new_lines(buffer, pair, kernel, table, matrix, along, low, high, blurred, mixed, across):
+def _new_lines(buffer, pair, kernel, table, matrix, first, last, low, high, blurred, mixed, across):
     """Replace the pair's known lines by its new lines at positions ``low .. high - 1`` (where
-    they can be non-zero; elsewhere the known lines are zero and stay so): blur along the band,
+    they can be non-zero; elsewhere the known lines are zero and stay so), for the known
+    interval [``first``, ``last``] along the band: blur along the band,
     mix across it with ``matrix`` [S, S] (line weights folded in), multiply by the weight along
     the band. Loops run over offsets from ``low`` on slices (indices numba knows are not
     negative: no wrap-around checks, so the loops vectorise)."""
@@ -54,9 +48,7 @@ def _new_lines(buffer, pair, kernel, table, matrix, along, low, high, blurred, m
     # inpaint._reciprocal_weight along the band: 1 / the taps the window shares with the known
     # interval
     for q in range(count):
-        start = min(max(along[0] + PAD - low - q, 0), TAPS)
-        stop = min(max(along[1] + PAD + 1 - low - q, 0), TAPS)
-        across[q] = table[start * (TAPS + 1) + stop]
+        across[q] = _weight(low + q, first, last, table)
     for c in range(channels):
         for i in range(slots):
             line = buffer[pair, i, c, low : high + TAPS - 1]
@@ -96,73 +88,102 @@ def _write(buffer, pair, column, views, lines, low, high, frames):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _fill_bands(
-    frames,
-    buffer,
-    needed,
-    spans,
-    kernel,
-    table,
-    matrices,
-    along,
-    write_views,
-    write_lines,
-    read_lines,
-    read_boxes,
-):
-    """All passes of all views, in parallel over views (numpy arrays, frames filled in place).
+def _fill_bands(frames, buffer, boxes, kernel, table, matrices, new_offsets, known_offsets, real):
+    """All passes of all views, in parallel over views (numpy arrays; frames filled in place).
 
-    frames [B + 1, C, H, W]; buffer [4 B, S, C, length + 11] (any content); per pair 4 v + b:
-    needed [4 B] passes, spans [4 B] the frame's extent along the band, read_lines [4 B, S] and
-    read_boxes [4 B, 4] where its first lines come from; per pass and pair: matrices
-    [P, 4 B, S, S], along [P, 4 B, 2], write_views and write_lines [P, 4 B, S].
+    frames [B + 1, C, H, W] (the last one spare); buffer [4 B, S, C, length + 11] (any content);
+    boxes [B, 4] (top, left, bottom, right; inclusive); kernel [12]; table: see
+    ``inpaint.reciprocal_table``; per band kind (0: before the rectangle, 1: after it): the band
+    matrix [2, S, S], the new and the known lines' offsets from the edge line [2, S], and which
+    slots are real lines [2, S] (the others are dummies of weight 0). Pair 4 v + b of view v:
+    b = 0 left, 1 right (along the columns), 2 top, 3 bottom (along the rows).
 
-    A band computes and writes only the positions where its new lines can be non-zero, so each
-    pixel outside the rectangles is written once, in the pass it becomes known, by the band whose
-    line it lies on; a corner pixel that a row and a column band make known in the same pass is
-    written by both, columns first, and the row's value stays (one fixed order). Threads write
+    The known rectangle before pass n is the box grown by 5n px at its top and left and 6n px at
+    its bottom and right, clipped to the frame; a band runs until its side reaches the frame
+    edge. A band computes and writes only the positions where its new lines can be non-zero, so
+    each pixel outside the rectangles is written once, in the pass it becomes known, by the band
+    whose line holds it; a corner pixel that a row and a column band make known in the same pass
+    is written by both, columns first, and the row's value stays (one fixed order). Threads write
     only their own view (and the spare view, which nobody reads)."""
     slots, length = buffer.shape[1], buffer.shape[3] - TAPS + 1
-    for view in prange(buffer.shape[0] // BANDS):
+    height, width, spare = frames.shape[2], frames.shape[3], frames.shape[0] - 1
+    for view in prange(boxes.shape[0]):
         blurred = np.empty((slots, length), dtype=buffer.dtype)
         mixed = np.empty((slots, length), dtype=buffer.dtype)
         across = np.empty(length, dtype=buffer.dtype)
-        first = view * BANDS
-        passes = 0
-        for pair in range(first, first + BANDS):
-            column = pair - first < 2
-            _first_lines(buffer, pair, column, read_lines[pair], read_boxes[pair], frames, view)
-            passes = max(passes, needed[pair])
+        matrix = np.empty((BANDS, slots, slots), dtype=buffer.dtype)
+        targets = np.empty((BANDS, 2, slots), dtype=np.int64)  # (view, line) of each new line
+        needed = np.empty(BANDS, dtype=np.int64)
         lows = np.empty(BANDS, dtype=np.int64)
         highs = np.empty(BANDS, dtype=np.int64)
-        for n in range(passes):
+        top, left, bottom, right = boxes[view, 0], boxes[view, 1], boxes[view, 2], boxes[view, 3]
+        # passes until each side reaches the frame edge (inpaint.side_passes)
+        needed[0] = (left + REACH_BEFORE - 1) // REACH_BEFORE
+        needed[1] = (width - 1 - right + REACH_AFTER - 1) // REACH_AFTER
+        needed[2] = (top + REACH_BEFORE - 1) // REACH_BEFORE
+        needed[3] = (height - 1 - bottom + REACH_AFTER - 1) // REACH_AFTER
+        passes = 0
+        for band in range(BANDS):
+            passes = max(passes, needed[band])
+        for n in range(passes + 1):  # n = passes: nothing runs, only the first lines (n = 0)
+            grown_top = max(top - REACH_BEFORE * n, 0)
+            grown_left = max(left - REACH_BEFORE * n, 0)
+            grown_bottom = min(bottom + REACH_AFTER * n, height - 1)
+            grown_right = min(right + REACH_AFTER * n, width - 1)
             for band in range(BANDS):
-                pair = first + band
-                if needed[pair] > n:
-                    lows[band] = max(along[n, pair, 0] - REACH_BEFORE, 0)
-                    highs[band] = min(along[n, pair, 1] + REACH_AFTER + 1, spans[pair])
-                    _new_lines(
-                        buffer,
-                        pair,
-                        kernel,
-                        table,
-                        matrices[n, pair],
-                        along[n, pair],
-                        lows[band],
-                        highs[band],
-                        blurred,
-                        mixed,
-                        across,
-                    )
+                column, kind, pair = band < 2, band % 2, BANDS * view + band
+                if column:  # lines are columns, positions rows
+                    first, last, start, stop = grown_left, grown_right, grown_top, grown_bottom
+                    line_count, span = width, height
+                else:
+                    first, last, start, stop = grown_top, grown_bottom, grown_left, grown_right
+                    line_count, span = height, width
+                edge = first if kind == 0 else last
+                if n == 0:  # the first known lines: the rectangle's, zero past it
+                    for i in range(slots):
+                        line = edge + known_offsets[kind, i]
+                        for c in range(buffer.shape[2]):
+                            buffer[pair, i, c, :] = 0
+                            if real[kind, i] and first <= line <= last:
+                                for p in range(start, stop + 1):
+                                    if column:
+                                        buffer[pair, i, c, PAD + p] = frames[view, c, p, line]
+                                    else:
+                                        buffer[pair, i, c, PAD + p] = frames[view, c, line, p]
+                if needed[band] <= n:
+                    continue
+                for d in range(slots):
+                    line = edge + new_offsets[kind, d]
+                    weight = _weight(line, first, last, table)
+                    for i in range(slots):
+                        matrix[band, d, i] = weight * matrices[kind, d, i]
+                    inside = real[kind, d] and 0 <= line < line_count
+                    targets[band, 0, d] = view if inside else spare
+                    targets[band, 1, d] = line if inside else 0
+                lows[band] = max(start - REACH_BEFORE, 0)
+                highs[band] = min(stop + REACH_AFTER + 1, span)
+                _new_lines(
+                    buffer,
+                    pair,
+                    kernel,
+                    table,
+                    matrix[band],
+                    start,
+                    stop,
+                    lows[band],
+                    highs[band],
+                    blurred,
+                    mixed,
+                    across,
+                )
             for band in range(BANDS):
-                pair = first + band
-                if needed[pair] > n:
+                if needed[band] > n:
                     _write(
                         buffer,
-                        pair,
+                        BANDS * view + band,
                         band < 2,
-                        write_views[n, pair],
-                        write_lines[n, pair],
+                        targets[band, 0],
+                        targets[band, 1],
                         lows[band],
                         highs[band],
                         frames,
@@ -171,32 +192,34 @@ def _fill_bands(
 
 def fill_bands(
     frames: torch.Tensor,
-    buffer: torch.Tensor,
-    needed: torch.Tensor,
-    spans: torch.Tensor,
+    boxes: torch.Tensor,
     kernel: torch.Tensor,
     table: torch.Tensor,
-    plan: dict[str, torch.Tensor],
+    matrices: torch.Tensor,
+    new_offsets: torch.Tensor,
+    known_offsets: torch.Tensor,
+    real: torch.Tensor,
 ) -> None:
-    """``_fill_bands`` on CPU tensors, in place (one dtype, float32 or float64; ``plan``: the
-    per-pass and per-pair tensors by name). Uses at most as many threads as torch."""
+    """``_fill_bands`` on CPU tensors, in place (frames float32 or float64, the constants in the
+    same dtype; boxes, offsets int64; real bool). Uses at most as many threads as torch."""
     numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    count, channels, height, width = len(boxes), frames.shape[1], *frames.shape[-2:]
+    buffer = frames.new_empty(
+        BANDS * count, matrices.shape[-1], channels, max(height, width) + TAPS - 1
+    )
     _fill_bands(
-        frames.numpy(),
-        buffer.numpy(),
-        needed.numpy(),
-        spans.numpy(),
-        kernel.numpy(),
-        table.numpy(),
         *(
-            plan[name].numpy()
-            for name in (
-                "matrices",
-                "along",
-                "write_views",
-                "write_lines",
-                "read_lines",
-                "read_boxes",
+            t.numpy()
+            for t in (
+                frames,
+                buffer,
+                boxes,
+                kernel,
+                table,
+                matrices,
+                new_offsets,
+                known_offsets,
+                real,
             )
-        ),
+        )
     )

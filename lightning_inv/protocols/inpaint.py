@@ -305,7 +305,7 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
         frames[view, :, top : bottom + 1, left : right + 1] = images[
             view, :, top : bottom + 1, left : right + 1
         ]
-    return _fill_band_buffers(frames, boxes, sides, constants).to(images.dtype)
+    return _fill_band_buffers(frames, boxes, constants).to(images.dtype)
 
 
 @_autocast_off
@@ -334,7 +334,7 @@ def fill_pasted(frames: Tensor, boxes: Tensor) -> Tensor:
     if not sides.numel() or int(sides.max()) == 0:
         return frames[:-1]
     constants = _band_constants(frames.dtype, frames.device)
-    return _fill_band_buffers(frames, boxes, sides, constants)
+    return _fill_band_buffers(frames, boxes, constants)
 
 
 def _checked_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
@@ -368,81 +368,36 @@ def _slots(offsets: tuple[int, ...]) -> tuple[int, ...]:
     return offsets + (_DUMMY,) * (SLOTS - len(offsets))
 
 
-def _band_plan(
-    grown: Tensor, line_count: int, table: Tensor, matrices: Tensor
-) -> dict[str, Tensor]:
-    """What the two bands along one axis need for every pass, from ``grown`` [P + 1, B, 4] (first
-    line, first position, last line, last position before each pass and after the last, in that
-    axis's terms; the frame has ``line_count`` lines): per band kind (before, after) and view,
-    the band matrix with the new lines' weights folded in [P, B, 2, 6, 6], the known interval
-    along the band [P, B, 2, 2], where each new line goes (view, line) [P, B, 2, 6] (lines
-    outside the frame and the dummy slot: the spare view B), and the lines and rectangle
-    (first, last line, first, last position) the first known lines are read from [B, 2, 6] and
-    [B, 2, 4]."""
-    count = grown.shape[1]
-    box = grown[:-1]  # [P, B, 4]
-    plans = []
-    for kind, band in enumerate((BAND_BEFORE, BAND_AFTER)):
-        new_offsets, known_offsets = (torch.tensor(_slots(offsets)) for offsets in band)
-        edge = grown[..., 2 * kind]  # first line (before) or last line (after): [P + 1, B]
-        new_lines = edge[:-1, :, None] + new_offsets  # [P, B, 6]
-        line_weight = _reciprocal_weight(new_lines, box[..., 0:1], box[..., 2:3], table)
-        outside = (new_lines < 0) | (new_lines >= line_count) | (new_offsets == _DUMMY)
-        plans.append(
-            {
-                "matrices": line_weight[..., None] * matrices[kind],
-                "along": box[..., [1, 3]],
-                "write_views": torch.where(outside, count, torch.arange(count)[:, None]),
-                "write_lines": torch.where(outside, 0, new_lines),
-                "read_lines": edge[0, :, None] + known_offsets,
-                "read_boxes": box[0][:, [0, 2, 1, 3]],
-            }
-        )
-    return {
-        name: torch.stack([plan[name] for plan in plans], dim=-3 if name == "matrices" else -2)
-        for name in plans[0]
-    }
-
-
 def _fill_band_buffers(
-    frames: Tensor, boxes: Tensor, sides: Tensor, constants: tuple[Tensor, Tensor, Tensor]
+    frames: Tensor, boxes: Tensor, constants: tuple[Tensor, Tensor, Tensor]
 ) -> Tensor:
     """``inpaint_boxes`` on the CPU, in place: ``frames`` [B + 1, C, H, W] with each view's
     rectangle in place (anything elsewhere) and a spare last view; returns the first B views,
-    filled (``band_kernel.fill_bands``: one compiled call, each view's four bands through all
-    their passes).
+    filled by ``band_kernel.fill_bands`` (one compiled call: each view's four bands through all
+    their passes, views in parallel).
 
     A band's known lines in pass n + 1 are exactly the new lines it wrote in pass n (it grows by
     as many lines as a new line's window reaches into the known region: 5 before, 6 after), and
     a pixel that another band makes known meanwhile is one the window would read as unknown
     (zero) anyway. So each (band, view) pair keeps its lines in a buffer of six slots (the
     before-band's sixth is a dummy line of weight 0) and only the first pass reads the frame.
-    Each pass writes the new lines into the frame, columns first: two bands write one pixel only
-    in the same pass with the same value up to rounding (a corner; the row's stays), or one writes
-    a zero there before the other writes the value. So every pixel outside the rectangles is
-    written, last with its value, and nothing needs zeros first."""
+    A band writes its new lines only where they can be non-zero: every pixel outside the
+    rectangles is written when it becomes known, so nothing needs zeros first."""
     kernel, before, after = constants
-    count = len(boxes)
-    height, width = frames.shape[-2:]
-    passes = int(sides.max())
-    grown = _grown_boxes(boxes, passes, height, width)
     padding = (0, SLOTS - len(before), 0, SLOTS - len(before))  # the dummy slot: zeros
     matrices = torch.stack([F.pad(before, padding), after])
-    table = reciprocal_table(kernel)
-    # pair 4 v + b of view v: b = 0 left, 1 right (along the columns), 2 top, 3 bottom (rows)
-    columns = _band_plan(grown[..., [1, 0, 3, 2]], width, table, matrices)
-    rows = _band_plan(grown, height, table, matrices)
-    plan = {
-        name: torch.cat([columns[name], rows[name]], dim=-3 if name == "matrices" else -2)
-        .flatten(-4 if name == "matrices" else -3, -3 if name == "matrices" else -2)
-        .contiguous()
-        for name in rows
-    }
-    needed = sides[[2, 3, 0, 1]].T.flatten().contiguous()  # [4 B]
-    spans = torch.tensor([height, height, width, width]).repeat(count)
-    length = max(height, width)
-    buffer = frames.new_empty(4 * count, SLOTS, frames.shape[1], length + KERNEL_TAPS - 1)
-    fill_bands(frames, buffer, needed, spans, kernel, table, plan)
+    offsets = [
+        torch.tensor([_slots(band[i]) for band in (BAND_BEFORE, BAND_AFTER)]) for i in (0, 1)
+    ]
+    fill_bands(
+        frames,
+        boxes,
+        kernel,
+        reciprocal_table(kernel),
+        matrices,
+        *offsets,
+        offsets[0] != _DUMMY,
+    )
     return frames[:-1]
 
 
