@@ -242,6 +242,10 @@ def main() -> None:
     if args.memory:  # first, in fresh child processes, before this one loads a model
         results.update(memory(keep=not args.glibc_defaults))
     results.update(throughput(args))
+    if args.device == "cpu":  # the CPU inpainting's compiled loop (band_kernel) ran: its threads
+        import numba
+
+        results["numba_threading_layer"] = numba.threading_layer()
     results["this_process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = json.dumps(
         {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}, indent=2
