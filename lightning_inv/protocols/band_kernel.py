@@ -40,10 +40,10 @@ def _weight(line, first, last, table):
 def _new_lines(buffer, pair, kernel, table, matrix, first, last, low, high, blurred, mixed, across):
     """Replace the pair's known lines by its new lines at positions ``low .. high - 1`` (where
     they can be non-zero; elsewhere the known lines are zero and stay so), for the known
-    interval [``first``, ``last``] along the band: blur along the band,
-    mix across it with ``matrix`` [S, S] (line weights folded in), multiply by the weight along
-    the band. Loops run over offsets from ``low`` on slices (indices numba knows are not
-    negative: no wrap-around checks, so the loops vectorise)."""
+    interval [``first``, ``last``] along the band: blur along the band, mix across it with
+    ``matrix`` [S, S] (line weights folded in), multiply by the weight along the band. Loops run
+    over offsets from ``low`` on slices (indices numba knows are not negative: no wrap-around
+    checks, so the loops vectorise)."""
     slots, channels, count = buffer.shape[1], buffer.shape[2], high - low
     # inpaint._reciprocal_weight along the band: 1 / the taps the window shares with the known
     # interval
