@@ -88,11 +88,15 @@ def _write(buffer, pair, column, views, lines, low, high, frames):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _fill_bands(frames, buffer, boxes, kernel, table, matrices, new_offsets, known_offsets, real):
+def _fill_bands(
+    frames, buffer, boxes, passes_needed, kernel, table, matrices, new_offsets, known_offsets, real
+):
     """All passes of all views, in parallel over views (numpy arrays; frames filled in place).
 
     frames [B + 1, C, H, W] (the last one spare); buffer [4 B, S, C, length + 11] (any content);
-    boxes [B, 4] (top, left, bottom, right; inclusive); kernel [12]; table: see
+    boxes [B, 4] (top, left, bottom, right; inclusive); passes_needed [B, 4]: the passes until
+    each band's side reaches the frame edge (``inpaint.side_passes``, in pair order); kernel [12];
+    table: see
     ``inpaint.reciprocal_table``; per band kind (0: before the rectangle, 1: after it): the band
     matrix [2, S, S], the new and the known lines' offsets from the edge line [2, S], and which
     slots are real lines [2, S] (the others are dummies of weight 0). Pair 4 v + b of view v:
@@ -113,15 +117,10 @@ def _fill_bands(frames, buffer, boxes, kernel, table, matrices, new_offsets, kno
         across = np.empty(length, dtype=buffer.dtype)
         matrix = np.empty((BANDS, slots, slots), dtype=buffer.dtype)
         targets = np.empty((BANDS, 2, slots), dtype=np.int64)  # (view, line) of each new line
-        needed = np.empty(BANDS, dtype=np.int64)
         lows = np.empty(BANDS, dtype=np.int64)
         highs = np.empty(BANDS, dtype=np.int64)
         top, left, bottom, right = boxes[view, 0], boxes[view, 1], boxes[view, 2], boxes[view, 3]
-        # passes until each side reaches the frame edge (inpaint.side_passes)
-        needed[0] = (left + REACH_BEFORE - 1) // REACH_BEFORE
-        needed[1] = (width - 1 - right + REACH_AFTER - 1) // REACH_AFTER
-        needed[2] = (top + REACH_BEFORE - 1) // REACH_BEFORE
-        needed[3] = (height - 1 - bottom + REACH_AFTER - 1) // REACH_AFTER
+        needed = passes_needed[view]
         passes = 0
         for band in range(BANDS):
             passes = max(passes, needed[band])
@@ -193,6 +192,7 @@ def _fill_bands(frames, buffer, boxes, kernel, table, matrices, new_offsets, kno
 def fill_bands(
     frames: torch.Tensor,
     boxes: torch.Tensor,
+    passes_needed: torch.Tensor,
     kernel: torch.Tensor,
     table: torch.Tensor,
     matrices: torch.Tensor,
@@ -201,7 +201,8 @@ def fill_bands(
     real: torch.Tensor,
 ) -> None:
     """``_fill_bands`` on CPU tensors, in place (frames float32 or float64, the constants in the
-    same dtype; boxes, offsets int64; real bool). Uses at most as many threads as torch."""
+    same dtype; boxes, passes_needed, offsets int64; real bool). Uses at most as many threads
+    as torch."""
     numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     count, channels, height, width = len(boxes), frames.shape[1], *frames.shape[-2:]
     buffer = frames.new_empty(
@@ -214,6 +215,7 @@ def fill_bands(
                 frames,
                 buffer,
                 boxes,
+                passes_needed,
                 kernel,
                 table,
                 matrices,

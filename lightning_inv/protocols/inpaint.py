@@ -305,7 +305,7 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
         frames[view, :, top : bottom + 1, left : right + 1] = images[
             view, :, top : bottom + 1, left : right + 1
         ]
-    return _fill_band_buffers(frames, boxes, constants).to(images.dtype)
+    return _fill_band_buffers(frames, boxes, sides, constants).to(images.dtype)
 
 
 @_autocast_off
@@ -334,7 +334,7 @@ def fill_pasted(frames: Tensor, boxes: Tensor) -> Tensor:
     if not sides.numel() or int(sides.max()) == 0:
         return frames[:-1]
     constants = _band_constants(frames.dtype, frames.device)
-    return _fill_band_buffers(frames, boxes, constants)
+    return _fill_band_buffers(frames, boxes, sides, constants)
 
 
 def _checked_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
@@ -369,11 +369,11 @@ def _slots(offsets: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _fill_band_buffers(
-    frames: Tensor, boxes: Tensor, constants: tuple[Tensor, Tensor, Tensor]
+    frames: Tensor, boxes: Tensor, sides: Tensor, constants: tuple[Tensor, Tensor, Tensor]
 ) -> Tensor:
     """``inpaint_boxes`` on the CPU, in place: ``frames`` [B + 1, C, H, W] with each view's
-    rectangle in place (anything elsewhere) and a spare last view; returns the first B views,
-    filled by ``band_kernel.fill_bands`` (one compiled call: each view's four bands through all
+    rectangle in place (anything elsewhere) and a spare last view; ``sides`` [4, B] from
+    ``side_passes``; returns the first B views, filled by ``band_kernel.fill_bands`` (one compiled call: each view's four bands through all
     their passes, views in parallel).
 
     A band's known lines in pass n + 1 are exactly the new lines it wrote in pass n (it grows by
@@ -392,6 +392,7 @@ def _fill_band_buffers(
     fill_bands(
         frames,
         boxes,
+        sides[[2, 3, 0, 1]].T.contiguous(),  # pair order: left, right, top, bottom
         kernel,
         reciprocal_table(kernel),
         matrices,

@@ -78,7 +78,7 @@ def _place(
     if not len(images):
         raise ValueError("place needs at least one image")
     first = images[0]
-    if len({tuple(image.shape) for image in images}) != 1:
+    if not isinstance(images, Tensor) and len({tuple(image.shape) for image in images}) != 1:
         raise ValueError("the images to place must have one size; stack them or place each")
     if source is None:
         if len(images) != len(offsets):
