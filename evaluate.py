@@ -63,6 +63,7 @@ from lightning_inv.loggers import (
     per_image_summary,
 )
 from lightning_inv.measure import ProtocolResult
+from lightning_inv.metrics.nonshiftability import PROBE_KINDS
 from lightning_inv.module import InvarianceClassifier
 from lightning_inv.outputs import (
     default_run_folder,
@@ -76,6 +77,7 @@ from lightning_inv.preflight import (
     check_output,
     check_runtime,
     data_labels,
+    is_checkpoint,
     resolve_model,
 )
 from lightning_inv.presets import (
@@ -83,6 +85,7 @@ from lightning_inv.presets import (
     PAPER,
     PRESETS,
     PresetContext,
+    beside_published,
     build_experiments,
     table1_contrast,
 )
@@ -114,8 +117,9 @@ def build_parser() -> ArgumentParser:
         "--models",
         nargs="+",
         default=["tf_efficientnet_lite0"],
-        help="timm names, NAME:avgpool / NAME:blurpool, or checkpoint files of train.py "
-        f"(offline ImageNet weights: {', '.join(OFFLINE_WEIGHTS)})",
+        help="timm names (with a pretrained tag: resnet50.tv_in1k), NAME:MODIFIER (avgpool, "
+        "blurpool[N], blurpool_all[N], aps, aps_circular, rics[M]; joined by +), or checkpoint "
+        f"files of train.py (offline ImageNet weights: {', '.join(OFFLINE_WEIGHTS)})",
     )
     add(
         "--pretrained",
@@ -203,6 +207,13 @@ def build_parser() -> ArgumentParser:
         action=ActionYesNo(no_prefix="no-"),
         default=True,
         help="record nonshiftability (fig10, or every ordered protocol without presets)",
+    )
+    add(
+        "--probe",
+        choices=PROBE_KINDS,
+        default="activity",
+        help="what fig10 counts: activity (the output of every nonlinearity, the paper's "
+        "'activities') or conv (raw convolution outputs, before norm and activation)",
     )
     add(
         "--resamples",
@@ -454,6 +465,19 @@ def print_comparisons(comparisons: dict[str, Any]) -> None:
             print(line)
 
 
+def print_published(published: dict[str, Any]) -> None:
+    """The published Table 1 beside our Crop and Black means, per model that has a row."""
+    for spec, row in published.items():
+        print(f"\ntable1, {spec} beside the published {row['paper_name']} ({row['weights']}; "
+              "sizes combined as the mean over each protocol's sizes):")  # fmt: skip
+        for protocol in ("crop", "black"):
+            for measure, cell in row.get(protocol, {}).items():
+                low, high = cell["ci95"]
+                verdict = "inside" if cell["inside"] else "OUTSIDE"
+                print(f"  {protocol:5s} {measure:14s} published {cell['published']:.3f}  ours "
+                      f"{cell['ours']:.3f} [{low:.3f}, {high:.3f}]  {verdict} our interval")  # fmt: skip
+
+
 def label_namer(args: Namespace) -> Callable[[int], str]:
     """Class index -> a name for figure titles: ImageNet names, folder names or digits."""
     if args.data == "digits":
@@ -553,6 +577,19 @@ class Measured:
     trainer: pl.Trainer
     config: dict[str, Any]
     subsampling: Any
+    weights: str | None
+
+
+def weights_name(spec: str, args: Namespace, classifier: InvarianceClassifier) -> str | None:
+    """timm's name of the pretrained weights (``architecture.tag``, e.g. ``resnet50.tv_in1k``)
+    of an unmodified pretrained model; None for checkpoints, modified or random models (no
+    published number applies to them)."""
+    if not args.pretrained or is_checkpoint(spec) or ":" in spec:
+        return None
+    cfg = getattr(classifier.model, "pretrained_cfg", None) or {}
+    if not cfg.get("architecture"):
+        return None
+    return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
 
 
 def build_model(
@@ -591,6 +628,7 @@ def measure_model(
     subsampling = measure_subsampling(classifier.model, canvas)
     evaluator = InvarianceEvaluator(
         classifier, protocols, chunk_size=args.chunk_size, probe=args.nonshiftability,
+        probe_kind=args.probe,
         probe_keys=probed, keep_per_image=True, resamples=args.resamples, seed=args.seed,
         partial_path=partial, save_every=args.save_every, stop_signal=stop,
     )  # fmt: skip
@@ -619,7 +657,9 @@ def measure_model(
         evaluator.save_partial()
         raise Interrupted(signal.SIGTERM) from stopped
     config = run_config(spec, args, canvas, object_scale, protocols)
-    return Measured(evaluator, dataset, trainer, config, subsampling)
+    return Measured(
+        evaluator, dataset, trainer, config, subsampling, weights_name(spec, args, classifier)
+    )
 
 
 def preflight(args: Namespace) -> str | None:
@@ -694,6 +734,7 @@ def record_model(
         "layers": [list(layer) for layer in subsampling.layers],
     }
     results["models"][spec] = evaluator.results
+    results["weights"][spec] = measured.weights
     results["skipped"][spec] = [{"image": n, "reason": r} for n, r in evaluator.skipped]
     save_model_results(model_file(output, position), evaluator.per_image, evaluator.curves)
     write_json_atomically(output / "results.json", results)  # after every model
@@ -736,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "config"},
         "models": {},
         "subsampling": dict(previous.get("subsampling", {})),
+        "weights": dict(previous.get("weights", {})),
         "skipped": dict(previous.get("skipped", {})),
     }  # fmt: skip
     runs: list[ModelRun] = []
@@ -786,6 +828,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     if any(contrasts.values()):
         results["table1_black_minus_crop"] = contrasts
+        published = {
+            spec: row
+            for spec, contrast in contrasts.items()
+            if (row := beside_published(contrast, results["weights"].get(spec))) is not None
+        }
+        if published:
+            results["table1_published"] = published
     results["complete"] = True
     write_json_atomically(output / "results.json", results)
     if namer is None:
@@ -826,6 +875,7 @@ def write_outputs(
             c = contrast["p_top1_change"]
             print(f"\ntable1, {spec}: P(top-1 change) Black {c['black']:.3f} - Crop {c['crop']:.3f} "
                   f"= {c['black_minus_crop']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]")  # fmt: skip
+    print_published(results.get("table1_published", {}))
     figures = {}
     if runs:
         try:

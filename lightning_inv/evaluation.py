@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_inv.measure import ProtocolMeasures, ProtocolResult, measure_batch
-from lightning_inv.metrics.nonshiftability import FeatureSums, conv_layers
+from lightning_inv.metrics.nonshiftability import FeatureSums, probe_points
 from lightning_inv.protocols.views import Protocol
 from lightning_inv.statistics import RESAMPLES
 
@@ -52,7 +52,9 @@ class InvarianceEvaluator(pl.LightningModule):
         protocols: the view generators; their ``key`` names the results.
         chunk_size: views per forward pass.
         probe: record nonshiftability (paper Fig. 10) on ordered protocols.
-        probe_layers: layer names inside ``classifier.model`` (default: every convolution).
+        probe_kind: ``"activity"`` (default: the output of every nonlinearity, the paper's
+            activities) or ``"conv"`` (raw convolution outputs); see ``probe_points``.
+        probe_layers: module names inside ``classifier.model`` instead (first output per pass).
         probe_keys: which protocols to probe (default: every ordered one).
         keep_per_image: keep per-view true-class probability and top-1 (CSV, figures; 8 bytes
             per view and image).
@@ -71,6 +73,7 @@ class InvarianceEvaluator(pl.LightningModule):
         protocols: Sequence[Protocol],
         chunk_size: int = 256,
         probe: bool = False,
+        probe_kind: str = "activity",
         probe_layers: Sequence[str] | None = None,
         probe_keys: Collection[str] | None = None,
         keep_per_image: bool = False,
@@ -94,14 +97,24 @@ class InvarianceEvaluator(pl.LightningModule):
         self.max_curve_images = max_curve_images
         self.intervals, self.resamples, self.seed = intervals, resamples, seed
         backbone = getattr(classifier, "model", classifier)
-        layers = list(probe_layers) if probe_layers is not None else conv_layers(backbone)
         probed = {p.key for p in protocols if p.ordered} if probe_keys is None else set(probe_keys)
         any_probed = any(p.key in probed and p.ordered for p in protocols)
-        self.probe = FeatureSums(backbone, layers) if probe and layers and any_probed else None
+        self.probe = None
+        layers: list[str] = []
+        if probe and any_probed:
+            canvas = max(p.canvas for p in protocols)
+            points = (
+                list(probe_layers)
+                if probe_layers is not None
+                else probe_points(backbone, canvas, probe_kind)
+            )
+            self.probe = FeatureSums(backbone, points) if points else None
+            layers = self.probe.layers if self.probe is not None else []
         self.layers = {
             p.key: (layers if self.probe is not None and p.key in probed and p.ordered else [])
             for p in protocols
         }
+        self.depths = dict(self.probe.depths) if self.probe is not None else {}
         self.measures = nn.ModuleList(
             [ProtocolMeasures(p, keep_per_image, self.layers[p.key]) for p in protocols]
         )
@@ -211,7 +224,7 @@ class InvarianceEvaluator(pl.LightningModule):
         self.skipped = list(dict.fromkeys(gathered))  # a resumed run meets its skipped files again
         for protocol, measure in zip(self.protocols, self.measures, strict=True):
             result = ProtocolResult.from_states(
-                protocol, measure.compute(), self.layers[protocol.key]
+                protocol, measure.compute(), self.layers[protocol.key], self.depths
             )
             self.per_image[protocol.key] = result
             num_images = result.num_images  # every image goes through every protocol

@@ -1,7 +1,7 @@
 """The figures of one ``evaluate.py`` run: which paper figure applies to which protocols.
 
 One function per figure (``fig1_and_fig2a``, ``fig2b``, ``fig4``, ``fig6``, ``fig10``,
-``table1``); ``write_figures`` draws every one the run's protocols allow. The drawing itself is
+``table1``, ``offset_curves``); ``write_figures`` draws every one the run's protocols allow. The drawing itself is
 ``lightning_inv.plots``.
 """
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
@@ -20,6 +21,7 @@ from lightning_inv.data.samples import imagenet_description
 from lightning_inv.evaluation import InvarianceEvaluator
 from lightning_inv.measure import ProtocolResult
 from lightning_inv.protocols.views import Crop, Embed, Protocol, RandomLocation
+from lightning_inv.statistics import bootstrap_interval
 
 Namer = Callable[[int], str]
 
@@ -146,8 +148,44 @@ def fig6(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
     return {"fig6_accuracy_vs_scale": plots.save(figure, directory / "fig6_accuracy_vs_scale.png")}
 
 
+OFFSET_CURVES = {
+    "zhang2019_diagonal": "Accuracy and P(true class) per diagonal offset (Zhang 2019, validate_diagonal)"
+}
+
+
+def offset_curves(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
+    """Per-offset accuracy and P(true class), mean over images with a 95% band per offset, for
+    the protocols of ``OFFSET_CURVES`` (antialiased-cnns' diagonal evaluation)."""
+    paths = {}
+    for key, title in OFFSET_CURVES.items():
+        curves, protocol = {}, None
+        for run in runs:
+            result = run.per_image.get(key)
+            if result is None or result.p_true is None or not result.num_images:
+                continue
+            protocol = protocol or run.protocol(key)
+            correct = (result.top1 == result.labels[:, None]).astype(np.float64)
+            curves[run.name] = {
+                "P(true class)": _mean_with_band(result.p_true.astype(np.float64)),
+                "top-1 accuracy": _mean_with_band(correct),
+            }
+        if curves and protocol is not None:
+            figure = plots.plot_offset_curves(
+                curves, protocol.positions, "diagonal offset (px)", title
+            )
+            paths[key] = plots.save(figure, directory / f"{key}.png")
+    return paths
+
+
+def _mean_with_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per view (column) of [N, T]: mean over images and its 95% bootstrap interval."""
+    bands = np.array([bootstrap_interval(column) for column in values.T])
+    return values.mean(axis=0), bands[:, 0], bands[:, 1]
+
+
 def fig10(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
-    """Fig. 10: per-image nonshiftability against convolution depth, one panel per model."""
+    """Fig. 10: per-image nonshiftability against depth (convolutions before the layer), one
+    panel per model."""
     for protocol in runs[0].protocols:
         per_model = {
             run.name: run.per_image[protocol.key].nonshiftability
@@ -155,7 +193,9 @@ def fig10(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
             if protocol.key in run.per_image and run.per_image[protocol.key].nonshiftability
         }
         if per_model:
-            figure = plots.plot_nonshiftability(per_model, protocol.key)
+            depths = {run.name: run.per_image[protocol.key].depths for run in runs
+                      if protocol.key in run.per_image}  # fmt: skip
+            figure = plots.plot_nonshiftability(per_model, protocol.key, depths_by_model=depths)
             return {
                 "fig10_nonshiftability": plots.save(figure, directory / "fig10_nonshiftability.png")
             }
@@ -186,6 +226,6 @@ def write_figures(
     if not runs:
         return {}
     paths = fig1_and_fig2a(runs, directory, namer)
-    for draw in (fig2b, fig4, fig6, fig10, table1):
+    for draw in (fig2b, fig4, fig6, fig10, table1, offset_curves):
         paths.update(draw(runs, directory))
     return paths

@@ -55,6 +55,12 @@ def _centred_accuracy(logits: Tensor, target: Tensor, protocol: Protocol) -> Ten
     return F.view_accuracy_per_image(logits[:, zero : zero + 1], target)
 
 
+def _compared(protocol: Protocol) -> list[tuple[int, int]] | None:
+    """The pairs an unordered protocol draws (pair_shift, circular); None for a sweep, whose
+    pair measures take consecutive views (consistency: all pairs of views)."""
+    return None if protocol.ordered else protocol.pairs
+
+
 MEASURES: dict[str, Measure] = {
     m.name: m
     for m in (
@@ -64,8 +70,16 @@ MEASURES: dict[str, Measure] = {
                 "top-5 accuracy over the views"),
         Measure("centred_accuracy", _centred_accuracy, True,
                 "top-1 accuracy of the unshifted view"),
-        Measure("p_top1_change", lambda x, y, p: F.top1_change_per_image(x), False,
-                "P(top-1 changes between consecutive views)"),
+        Measure("accuracy_first_views", lambda x, y, p: F.first_views_accuracy_per_image(x, y),
+                True, "top-1 accuracy of the first view of each pair (the authors' Table 1 script)"),
+        Measure("true_class_probability",
+                lambda x, y, p: F.true_class_probability_per_image(x, y), True,
+                "mean softmax probability of the true class over the views"),
+        Measure("p_top1_change", lambda x, y, p: F.top1_change_per_image(x, _compared(p)), False,
+                "P(top-1 changes between the compared views: consecutive ones of a sweep)"),
+        Measure("any_top1_change", lambda x, y, p: F.any_top1_change_per_image(x, _compared(p)),
+                False, "fraction of images whose top-1 changes in at least one compared pair "
+                "(worst case over the shifts, Shifman & Weiss 2024)"),
         Measure("mac", lambda x, y, p: F.mean_absolute_change_per_image(x), False,
                 "mean |p_t[a_t] - p_t+1[a_t]|, a_t the top-1 of view t"),
         Measure("mad", lambda x, y, p: F.mean_absolute_difference_per_image(x, y), False,
@@ -74,8 +88,9 @@ MEASURES: dict[str, Measure] = {
                 "true class entering/leaving the top-5 between consecutive views, per image"),
         Measure("jagged_fraction", lambda x, y, p: (F.jaggedness_counts(x, y) > 0).float(), False,
                 "fraction of images with at least one such transition (paper: ~30%)"),
-        Measure("consistency", lambda x, y, p: F.consistency_per_image(x), True,
-                "fraction of view pairs with the same top-1"),
+        Measure("consistency", lambda x, y, p: F.consistency_per_image(x, _compared(p)), True,
+                "fraction of view pairs with the same top-1 (all pairs of a sweep; the drawn "
+                "pairs of pair_shift and circular)"),
         Measure("flip_rate", lambda x, y, p: F.flip_rates(x), False,
                 "ImageNet-P flip probability between consecutive frames"),
         Measure("top5_distance", lambda x, y, p: F.top5_distances(x), False,
@@ -198,7 +213,8 @@ class ProtocolResult:
     """Per-image values of one protocol in data set order (after ``ProtocolMeasures.compute``).
 
     ``values[measure]`` and ``nonshiftability[layer]`` are [N]; ``p_true`` and ``top1`` are
-    [N, T] when views were kept.
+    [N, T] when views were kept; ``depths[layer]``: the number of convolutions before each
+    probed layer (Fig. 10's x-axis).
     """
 
     protocol: Protocol
@@ -208,10 +224,15 @@ class ProtocolResult:
     p_true: np.ndarray | None = None
     top1: np.ndarray | None = None
     nonshiftability: dict[str, np.ndarray] = field(default_factory=dict)
+    depths: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_states(
-        cls, protocol: Protocol, states: dict[str, Tensor], layers: Sequence[str] = ()
+        cls,
+        protocol: Protocol,
+        states: dict[str, Tensor],
+        layers: Sequence[str] = (),
+        depths: dict[str, int] | None = None,
     ) -> ProtocolResult:
         # torchmetrics squeezes one-element outputs to 0-d: restore [N] and [N, T].
         indices = states["index"].cpu().long().numpy().reshape(-1)
@@ -235,6 +256,7 @@ class ProtocolResult:
             nonshiftability={
                 layer: column(f"shift_{i}").astype(np.float64) for i, layer in enumerate(layers)
             },
+            depths={layer: int((depths or {}).get(layer, i)) for i, layer in enumerate(layers)},
         )
 
     @property
@@ -255,6 +277,7 @@ class ProtocolResult:
         if self.nonshiftability:
             steps = self.protocol.num_views - 1
             row["nonshiftability"] = {k: float(v.mean()) for k, v in self.nonshiftability.items()}
+            row["nonshiftability_depth"] = dict(self.depths)
             row["nonshiftability_rate"] = {
                 k: float(v.mean()) / steps for k, v in self.nonshiftability.items()
             }

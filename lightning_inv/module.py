@@ -24,6 +24,7 @@ from lightning_inv.backbones import (
     load_checked_state_dict,
     read_checkpoint,
 )
+from lightning_inv.surgery import parse_surgery
 
 
 class NonFiniteLossError(RuntimeError):
@@ -55,9 +56,10 @@ class InvarianceClassifier(pl.LightningModule):
     Args:
         model_name: timm model name.
         pretrained: start from ImageNet weights (offline for ``tf_efficientnet_lite0/1/2``).
-        modify: ``None`` or a surgery of ``lightning_inv.surgery``: ``"avgpool"``,
-            ``"blurpool"``, ``"aps"``, ``"aps_circular"``, ``"blurpool+aps"``, ``"rics"`` (crop
-            selection, any model).
+        modify: ``None`` or surgeries of ``lightning_inv.surgery`` joined by ``+``:
+            ``"avgpool"``, ``"blurpool"`` (filter 4; ``"blurpool3"`` etc.), ``"blurpool_all"``,
+            ``"aps"``, ``"aps_circular"``, ``"rics"`` (crop selection, any model; ``"rics8"``:
+            margin 8 px), e.g. ``"blurpool+aps"``.
         num_classes: classifier size (the pretrained head is replaced when it differs).
         optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9, Nesterov).
         lr: learning rate of the head; the backbone gets ``lr * backbone_lr_scale``.
@@ -78,8 +80,7 @@ class InvarianceClassifier(pl.LightningModule):
         self,
         model_name: str = "tf_efficientnet_lite0",
         pretrained: bool = True,
-        modify: Literal["avgpool", "blurpool", "aps", "aps_circular", "blurpool+aps", "rics"]
-        | None = None,
+        modify: str | None = None,
         num_classes: int = 1000,
         optimizer: Literal["adamw", "sgd"] = "adamw",
         lr: float = 1e-3,
@@ -101,6 +102,11 @@ class InvarianceClassifier(pl.LightningModule):
         )  # fmt: skip
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+        for part in modify.split("+") if modify else ():
+            try:
+                parse_surgery(part)
+            except ValueError as err:
+                raise ConfigError(f"--model.modify: {err}") from err
         self.model, self.data_config = create_backbone(
             model_name, pretrained=pretrained, modify=modify, num_classes=num_classes
         )

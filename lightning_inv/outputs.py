@@ -59,6 +59,7 @@ def save_model_results(path: Path, results: dict[str, Any], curves: dict[str, An
             arrays[f"{key}|value|{name}"] = values
         for layer, values in result.nonshiftability.items():
             arrays[f"{key}|shift|{layer}"] = values
+            arrays[f"{key}|depth|{layer}"] = np.array(result.depths.get(layer, -1))
         if result.p_true is not None:
             arrays[f"{key}|p_true"], arrays[f"{key}|top1"] = result.p_true, result.top1
     for key, sums in curves.items():
@@ -84,6 +85,7 @@ def load_model_results(path: Path, protocols: list[Any]) -> tuple[dict[str, Any]
         if f"{key}|indices" not in arrays:
             raise KeyError(f"{path} holds no results for protocol {key}")
         prefix_value, prefix_shift = f"{key}|value|", f"{key}|shift|"
+        prefix_depth = f"{key}|depth|"
         results[key] = ProtocolResult(
             protocol=protocol,
             indices=arrays[f"{key}|indices"],
@@ -95,6 +97,11 @@ def load_model_results(path: Path, protocols: list[Any]) -> tuple[dict[str, Any]
             top1=arrays.get(f"{key}|top1"),
             nonshiftability={
                 k[len(prefix_shift) :]: v for k, v in arrays.items() if k.startswith(prefix_shift)
+            },
+            depths={
+                k[len(prefix_depth) :]: int(v)
+                for k, v in arrays.items()
+                if k.startswith(prefix_depth)
             },
         )
         if f"{key}|curves" in arrays:

@@ -263,16 +263,54 @@ def plot_accuracy_vs_scale(
     return figure
 
 
-def plot_nonshiftability(
-    per_image_by_model: Mapping[str, Mapping[str, np.ndarray]], protocol: str, lines: int = 8
+def plot_offset_curves(
+    curves_by_model: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    positions: Sequence[float],
+    axis_label: str,
+    title: str,
 ) -> Figure:
-    """Fig. 10: nonshiftability against depth (convolution number), one panel per model: thin
-    lines for single images (the paper draws one per image), the mean over images in bold.
+    """Mean over images of per-view measures against the view's offset, one panel per measure,
+    one line per model with a 95% band (antialiased-cnns' diagonal plot: P(true class) and
+    accuracy per diagonal offset).
 
     Args:
-        per_image_by_model: ``{model: {layer: per-image counts [N]}}``, layers in depth order.
+        curves_by_model: ``{model: {measure label: (mean [T], low [T], high [T])}}``.
+        positions: the offset of each view (px).
+    """
+    labels = list(dict.fromkeys(k for curves in curves_by_model.values() for k in curves))
+    figure, axes = plt.subplots(1, len(labels), figsize=(4.6 * len(labels), 3.4), squeeze=False)
+    for axis, label in zip(axes[0], labels, strict=True):
+        for model, curves in curves_by_model.items():
+            if label not in curves:
+                continue
+            mean, low, high = curves[label]
+            (line,) = axis.plot(positions, mean, marker=".", ms=3, label=model)
+            axis.fill_between(positions, low, high, color=line.get_color(), alpha=0.15, lw=0)
+        axis.set_xlabel(axis_label)
+        axis.set_ylabel(label)
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def plot_nonshiftability(
+    per_image_by_model: Mapping[str, Mapping[str, np.ndarray]],
+    protocol: str,
+    lines: int = 8,
+    depths_by_model: Mapping[str, Mapping[str, int]] | None = None,
+) -> Figure:
+    """Fig. 10: nonshiftability against depth, one panel per model: thin lines for single
+    images (the paper draws one per image), the mean over images in bold.
+
+    Args:
+        per_image_by_model: ``{model: {layer: per-image counts [N]}}``, layers in forward order.
         protocol: the sweep's key, for the title.
         lines: how many single images to draw.
+        depths_by_model: ``{model: {layer: convolutions before it}}`` (the x-axis); without it
+            the layer's position.
     """
     models = list(per_image_by_model)
     figure, axes = plt.subplots(
@@ -281,16 +319,56 @@ def plot_nonshiftability(
     for axis, model in zip(axes[0], models, strict=True):
         layers = per_image_by_model[model]
         counts = np.stack([np.asarray(v, dtype=float) for v in layers.values()], axis=1)  # [N, L]
-        depth = np.arange(1, counts.shape[1] + 1)
+        known = (depths_by_model or {}).get(model, {})
+        depth = np.array([known.get(name, i + 1) for i, name in enumerate(layers)], dtype=float)
         for row in counts[:lines]:
             axis.plot(depth, row, color="0.6", lw=0.7, alpha=0.8)
         axis.plot(depth, counts.mean(0), color="C3", lw=2, label=f"mean of {len(counts)} images")
         axis.set_title(model, fontsize=9)
-        axis.set_xlabel("convolution layer (depth)")
+        axis.set_xlabel("depth (convolutions before the layer)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, loc="upper left")
     axes[0, 0].set_ylabel("jumps > 20% per feature map")
     figure.suptitle(f"Nonshiftability against depth, {protocol} (paper Fig. 10)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def plot_rics_tradeoff(rows: Sequence[Mapping[str, Any]], model: str) -> Figure:
+    """Crop selection's trade-off (``lightning_inv.rics_tradeoff``): consistency against
+    accuracy on one-pixel realistic shifts, one point per margin with 95% intervals on both
+    axes (the plain model marked), and the guarantee and P(top-1 change) against the margin."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for row in rows:
+        plain = row["margin"] == 0
+        x, y = row["accuracy"], row["consistency"]
+        xerr = _error_bars(np.array([x]), [row.get("accuracy_ci95")])
+        yerr = _error_bars(np.array([y]), [row.get("consistency_ci95")])
+        left.errorbar([x], [y], xerr=xerr, yerr=yerr, marker="s" if plain else "o", capsize=3,
+                      color="0.3" if plain else "C0")  # fmt: skip
+        left.annotate("no selection" if plain else f"m = {row['margin']}", (x, y),
+                      textcoords="offset points", xytext=(5, 4), fontsize=7)  # fmt: skip
+    left.set_xlabel("top-1 accuracy (crop protocol)")
+    left.set_ylabel("consistency (one-pixel diagonal pairs)")
+    left.grid(alpha=0.3)
+    selected = [row for row in rows if row["margin"] != 0]
+    margins = np.array([row["margin"] for row in selected], dtype=float)
+    for name, label in (("guaranteed", "pairs guaranteed the same crop"),
+                        ("same_crop", "pairs that chose the same crop"),
+                        ("p_top1_change", "P(top-1 change)")):  # fmt: skip
+        values = np.array([row[name] for row in selected])
+        right.errorbar(margins, values, yerr=_error_bars(values, [r.get(f"{name}_ci95") for r in selected]),
+                       marker="o", ms=4, capsize=3, label=label)  # fmt: skip
+    plain = next((row for row in rows if row["margin"] == 0), None)
+    if plain is not None:
+        right.axhline(plain["p_top1_change"], color="0.5", ls="--", lw=1,
+                      label="P(top-1 change), no selection")  # fmt: skip
+    right.set_xlabel("margin m (px cut from each side)")
+    right.set_ylim(0, 1.02)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7)
+    figure.suptitle(f"Crop selection trade-off, {model} (after Shifman & Weiss 2024; our rule)",
+                    fontsize=10)  # fmt: skip
     figure.tight_layout()
     return figure
 

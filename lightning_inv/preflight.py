@@ -16,7 +16,7 @@ import torch
 
 from lightning_inv.backbones import BackboneError, _unknown_model_error, read_checkpoint
 from lightning_inv.data.images import class_folders, resolve_labels
-from lightning_inv.surgery import SURGERIES
+from lightning_inv.surgery import parse_surgery
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 PRECISIONS = ("64", "32", "16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
@@ -53,10 +53,10 @@ def resolve_model(spec: str, num_classes: int | None = None) -> ModelSpec:
     if not timm.is_model(name):
         raise _unknown_model_error(name)
     for part in filter(None, modify.split("+")):
-        if part not in SURGERIES:
-            raise BackboneError(
-                f"unknown modifier {part!r} in {spec!r}; choose one of {', '.join(SURGERIES)}"
-            )
+        try:
+            parse_surgery(part)
+        except ValueError as err:
+            raise BackboneError(f"{spec!r}: {err}") from err
     return ModelSpec(spec, name, modify or None, None, num_classes or 1000)
 
 

@@ -8,8 +8,11 @@ in ``description`` and in docs/design.md ("Presets").
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,14 +21,14 @@ from lightning_inv.protocols.views import (
     Circular,
     Crop,
     Embed,
+    ImageNetPTranslate,
     PairShift,
     Protocol,
     RandomLocation,
     Scale,
     Translate,
-    TranslationSequence,
 )
-from lightning_inv.statistics import paired_difference
+from lightning_inv.statistics import bootstrap_interval, paired_difference
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,8 @@ class PresetContext:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named bundle of protocols; ``probe``: record nonshiftability on every convolution of
-    its ordered protocols (Fig. 10)."""
+    """A named bundle of protocols; ``probe``: record nonshiftability on its ordered protocols
+    (Fig. 10)."""
 
     name: str
     source: str
@@ -54,22 +57,30 @@ class Preset:
 
 
 def table1_sizes() -> list[float]:
-    """The authors' sizes s = 0.1, 0.4, ..., 1.9 (``np.arange(0.1, 2.1, 0.3)``)."""
-    return [round(float(s), 1) for s in np.arange(0.1, 2.1, 0.3)]
+    """The authors' sizes s = 0.1, 0.4, ..., 1.9 as their script has them: the floats of
+    ``np.arange(0.1, 2.1, 0.3)``, unrounded (the sixth is 1.6000000000000003, so the Black photo
+    is ``int(224 / s)`` = 139 px, not 140)."""
+    return [float(s) for s in np.arange(0.1, 2.1, 0.3)]
+
+
+CROP_SIZES_UP_TO = 1.1  # the script's test: s <= 1.1 is "Crop", larger s "Black"
 
 
 def _table1(c: PresetContext) -> list[Protocol]:
     protocols: list[Protocol] = []
     for s in table1_sizes():
-        if s <= 1:
+        name = f"{round(s, 1):g}"
+        if s <= CROP_SIZES_UP_TO:
+            # min(): the script's fourth size is 1.0000000000000002; a crop box cannot exceed
+            # the photo, and RandomResizedCrop draws the same boxes for both values.
             protocols.append(
-                Crop(canvas=c.canvas, seed=c.seed, area=s, margin=10, steps=9,
-                     direction="diagonal", label=f"table1_crop_s{s:g}")
+                Crop(canvas=c.canvas, seed=c.seed, area=min(s, 1.0), margin=10, steps=9,
+                     direction="diagonal", label=f"table1_crop_s{name}")
             )  # fmt: skip
         else:
             protocols.append(
                 Embed(canvas=c.canvas, seed=c.seed, zoom_out=s, fill="mean",
-                      mean=c.mean, direction="diagonal", label=f"table1_black_s{s:g}")
+                      mean=c.mean, direction="diagonal", label=f"table1_black_s{name}")
             )  # fmt: skip
     return protocols
 
@@ -101,8 +112,16 @@ def _fig9(c: PresetContext) -> list[Protocol]:
     ]  # fmt: skip
 
 
+ZHANG_PAIRS = 5  # antialiased-cnns main.py: --epochs-shift 5 passes, one pair per image each
+
+
 def _zhang2019(c: PresetContext) -> list[Protocol]:
-    return [PairShift(canvas=c.canvas, seed=c.seed, label="zhang2019_pair_shift")]
+    shift = PairShift(canvas=c.canvas, seed=c.seed, num_pairs=ZHANG_PAIRS,
+                      label="zhang2019_pair_shift")  # fmt: skip
+    margin = shift.base - c.canvas  # validate_diagonal: offsets (k, k), k = 0..32 at 224
+    diagonal = Crop(canvas=c.canvas, seed=c.seed, margin=margin, steps=margin + 1,
+                    direction="diagonal", label="zhang2019_diagonal")  # fmt: skip
+    return [shift, diagonal]
 
 
 def _aps2021(c: PresetContext) -> list[Protocol]:
@@ -113,10 +132,7 @@ def _aps2021(c: PresetContext) -> list[Protocol]:
 
 
 def _imagenet_p(c: PresetContext) -> list[Protocol]:
-    return [
-        TranslationSequence(canvas=c.canvas, seed=c.seed, max_shift=20, direction="horizontal",
-                            label="imagenet_p_translate")
-    ]  # fmt: skip
+    return [ImageNetPTranslate(canvas=c.canvas, seed=c.seed, max_shift=20)]
 
 
 PRESETS: dict[str, Preset] = {
@@ -126,10 +142,11 @@ PRESETS: dict[str, Preset] = {
             "table1",
             "Azulay & Weiss, JMLR 2019, Table 1 and the size plot; the authors' script "
             "CheckTranslationInvariance.py (github.com/AzulEye/CNN-Failures)",
-            "sizes s = 0.1..1.9: s <= 1 'Crop' (a crop of area s of the original photo resized "
-            "to canvas + 10 px, 9 windows at diagonal offsets 0..8); s > 1 'Black' (the photo "
-            "resized to int(canvas / s) px on the mean colour, diagonal offsets -4..+4): "
-            "P(top-1 change), MAC, accuracy over 8 one-pixel pairs",
+            "the script's sizes (floats of np.arange(0.1, 2.1, 0.3)): s <= 1.1 'Crop' (a crop of "
+            "area s of the original photo resized to canvas + 10 px, 9 windows at diagonal "
+            "offsets 0..8); s > 1.1 'Black' (the photo resized to int(canvas / s) px on the mean "
+            "colour, diagonal offsets -4..+4): P(top-1 change), MAC, accuracy over 8 one-pixel "
+            "pairs",
             _table1,
         ),
         Preset(
@@ -157,30 +174,38 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "fig10",
             "Azulay & Weiss 2019, Sec. 3 and Fig. 10",
-            "nonshiftability of every convolution layer on the fig2 sweep: per image, the "
-            "number of >20% jumps of a feature map's global sum per counted feature map",
+            "nonshiftability of every activity (the output of each nonlinearity) on the fig2 "
+            "sweep: per image, the number of >20% jumps of a feature map's global sum per "
+            "counted feature map, against depth (convolutions before it)",
             _fig2,
             probe=True,
         ),
         Preset(
             "zhang2019",
             "Zhang, 'Making convolutional networks shift-invariant again', ICML 2019 "
-            "(consistency as antialiased-cnns measures it)",
-            "two canvas-sized windows at random offsets in [0, 32)^2 of a 256 px centre crop "
-            "(at 224; scaled to the canvas): consistency of the top-1",
+            "(antialiased-cnns main.py: validate_shift and validate_diagonal)",
+            "pair shift: 5 pairs of canvas-sized windows per image, each window at a random "
+            "offset in [0, 32)^2 of the 256 px centre crop (Resize(256) + CenterCrop(256); at "
+            "224, scaled to the canvas): consistency of the top-1 within each pair; diagonal: "
+            "33 windows at offsets (k, k), k = 0..32, of that crop: accuracy and P(true class) "
+            "per offset",
             _zhang2019,
         ),
         Preset(
             "aps2021",
-            "Chaman & Dokmanic, 'Truly shift-invariant convolutional neural networks', CVPR 2021",
-            "the prepared image and its circular shift by a random (dy, dx) in [-32, 32) px "
-            "(at 224): consistency of the top-1",
+            "Chaman & Dokmanic, 'Truly shift-invariant convolutional neural networks', CVPR 2021 "
+            "(truly_shift_invariant_cnns main.py: validate)",
+            "two circular shifts of the prepared image, each by its own random (dy, dx) in "
+            "[-32, 32) px (at 224): consistency of the top-1 between them",
             _aps2021,
         ),
         Preset(
             "imagenet_p",
-            "Hendrycks & Dietterich, ICLR 2019, ImageNet-P 'translate'",
-            "41 frames, each 1 px further to the right: flip rate and top-5 distance",
+            "Hendrycks & Dietterich, ICLR 2019, ImageNet-P 'translate' (hendrycks/robustness "
+            "make_imagenet_p.py, test.py)",
+            "41 frames: Resize(256), a horizontal translation by -20..+20 px with black fill, "
+            "CenterCrop(224) (scaled to the canvas; the video compression of the published "
+            "frames is not reproduced): flip rate and top-5 distance",
             _imagenet_p,
         ),
     )
@@ -238,5 +263,39 @@ def table1_contrast(
         per_black = np.mean([r.values[measure] for r in black], axis=0)
         paired = paired_difference(per_black, per_crop, resamples, seed)
         out[measure] = {"black": float(per_black.mean()), "crop": float(per_crop.mean()),
+                        "black_ci95": list(bootstrap_interval(per_black, resamples, seed)),
+                        "crop_ci95": list(bootstrap_interval(per_crop, resamples, seed)),
                         "black_minus_crop": paired["difference"], "ci95": paired["ci95"]}  # fmt: skip
+    return out
+
+
+PUBLISHED_TABLE1 = Path(__file__).parent / "published" / "azulay_weiss_2019_table1.json"
+
+
+@cache
+def published_table1() -> dict[str, Any]:
+    """The published Table 1 (JMLR 2019) with its source and the stated way sizes combine,
+    keyed by timm weights name (``architecture.tag``, e.g. ``resnet50.tv_in1k``)."""
+    return json.loads(PUBLISHED_TABLE1.read_text())
+
+
+def beside_published(contrast: dict[str, Any], weights: str | None) -> dict[str, Any] | None:
+    """Our Crop and Black means (``table1_contrast``) beside the published values of the same
+    weights: per protocol and measure ``{"published", "ours", "ci95", "inside"}`` (``inside``:
+    the published value lies in our 95% interval). None when the weights have no published row."""
+    table = published_table1()
+    row = table["models"].get(weights or "")
+    if row is None or not contrast:
+        return None
+    out: dict[str, Any] = {"weights": weights, "paper_name": row["paper_name"],
+                           "source": table["source"], "combination": table["combination"]}  # fmt: skip
+    for protocol in ("crop", "black"):
+        for measure, value in row[protocol].items():
+            if measure not in contrast:
+                continue
+            ours, interval = contrast[measure][protocol], contrast[measure][f"{protocol}_ci95"]
+            out.setdefault(protocol, {})[measure] = {
+                "published": value, "ours": ours, "ci95": interval,
+                "inside": bool(interval[0] <= value <= interval[1]),
+            }  # fmt: skip
     return out

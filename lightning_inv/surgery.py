@@ -4,28 +4,40 @@
   pool, stride 2, padding 2. Generalised here to any max pool with stride > 1: the window grows by
   2 px on each side (kernel k+4, padding p+2), which is exactly 6x6/pad 2 for k=2 and keeps the
   output shape for every k.
-- ``blurpool``: Zhang (2019), "Making convolutional networks shift-invariant again":
-  MaxPool(k, s) -> MaxPool(k, 1) + BlurPool(s); a strided conv followed by its norm and activation
-  -> the same conv with stride 1, its norm and activation, then BlurPool(s); a strided 1x1 conv
-  (a pointwise projection, which commutes with the blur) -> BlurPool(s) then the conv with stride 1.
-  The blur is ``timm.layers.BlurPool2d``.
-- ``aps``: Chaman & Dokmanic (2021), "Truly shift-invariant convolutional neural networks":
-  every stride-2 op becomes its stride-1 version followed by adaptive polyphase sampling
-  (``PolyphaseDown``: per sample, the polyphase component with the largest l2 norm, the same for
-  all channels). A residual block whose main path and shortcut both subsample (timm's ResNet
-  blocks with a ``downsample``) runs at stride 1 as a whole and is followed by one
-  ``PolyphaseDown``, so both branches keep the same phase and their sum stays aligned.
+- ``blurpool``: Zhang (2019), "Making convolutional networks shift-invariant again", placed as
+  his released models (antialiased-cnns, ``pool_only=True``) and timm's ``resnetblur*`` do: the
+  stem convolution (the network's first strided op, when it is a convolution) keeps its stride;
+  MaxPool(k, s) -> MaxPool(k, 1) + BlurPool(s); a later strided conv followed by its norm and
+  activation -> the same conv with stride 1, its norm and activation, then BlurPool(s); a strided
+  1x1 conv (a pointwise projection, which commutes with the blur) -> BlurPool(s) then the conv
+  with stride 1. Filter size 4 (the package's default, its released ``lpf4`` weights), or
+  ``blurpoolN`` for N in 2..7; ``blurpool_all`` / ``blurpool_allN`` blur the stem too (Zhang's
+  ``pool_only=False``). The blur is ``timm.layers.BlurPool2d`` padded as Zhang pads it
+  (reflect, (N - 1) // 2 before and N // 2 after: for even N timm pads one pixel more before).
+- ``aps``: Chaman & Dokmanic (2021), "Truly shift-invariant convolutional neural networks", as
+  their ``aps_models/resnet.py`` builds it: every stride-2 op becomes its stride-1 version
+  followed by adaptive polyphase sampling (``PolyphaseDown``: per sample, the polyphase
+  component with the largest l2 norm, the same for all channels), placed after the op's norm and
+  activation, so the phase is chosen on the activation (the stem: after conv1's BN + ReLU). In a
+  residual block whose shortcut subsamples too, the main path subsamples where its strided op
+  was (BasicBlock: after conv1's BN + ReLU, conv2 then runs on the subsampled map) and the
+  shortcut is subsampled with the phase the main path chose. With every phase forced to 0 the
+  network computes what the original computes (fixed-padding convolutions).
 - ``aps_circular``: ``aps`` with every convolution, pool and blur padded circularly; with global
   average pooling the network is then exactly invariant to circular shifts of its input.
-- ``rics``: not surgery but input selection (Shifman & Weiss 2024, ``crop_selection.py``): the
-  model sees the crop whose centre maximises a fixed low-passed score, so any classifier, CNN or
-  ViT, gives the same output for shifts that keep that maximum inside the candidate range.
+- ``rics`` / ``ricsM``: not surgery but input selection (after Shifman & Weiss 2024,
+  ``crop_selection.py``; M the margin in px, default 16 px at 224): the model sees the crop
+  whose centre maximises a fixed band-passed score, so any classifier, CNN or ViT, gives the
+  same output for shifts that keep that maximum inside the candidate range.
 - Surgeries combine with ``+`` in order, e.g. ``blurpool+aps`` (blur at stride 1, then APS).
 
 Pretrained weights are kept: only strides, padding, pooling modules and wrappers change.
 """
 
 from __future__ import annotations
+
+import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +46,31 @@ from torch import Tensor, nn
 
 from lightning_inv.crop_selection import add_crop_selection
 
-SURGERIES = ("avgpool", "blurpool", "aps", "aps_circular", "rics")
+SURGERIES = ("avgpool", "blurpool", "blurpool_all", "aps", "aps_circular", "rics")
+BLUR_FILTER = 4  # antialiased-cnns' default filter size (its released lpf4 weights)
+_SURGERY_PATTERN = re.compile(r"(avgpool|blurpool_all|blurpool|aps_circular|aps|rics)(\d*)")
+_NUMBERED = {"blurpool": (2, 7), "blurpool_all": (2, 7), "rics": (1, 512)}
+
+
+def parse_surgery(part: str) -> tuple[str, int | None]:
+    """One surgery of a ``+``-joined ``modify`` -> (kind, number): ``blurpool3`` -> ("blurpool",
+    3) (the filter size), ``rics8`` -> ("rics", 8) (the margin in px), ``aps`` -> ("aps", None).
+    Raises ``ValueError`` naming the choices."""
+    match = _SURGERY_PATTERN.fullmatch(part)
+    kind, digits = (match.group(1), match.group(2)) if match else (None, "")
+    if kind is None or (digits and kind not in _NUMBERED):
+        raise ValueError(
+            f"unknown modifier {part!r}; choose one of {', '.join(SURGERIES)} (blurpool and "
+            "blurpool_all take a filter size 2..7, e.g. blurpool3; rics a margin in px, e.g. rics8)"
+        )
+    number = int(digits) if digits else None
+    if number is not None:
+        low, high = _NUMBERED[kind]
+        if not low <= number <= high:
+            raise ValueError(f"{part!r}: the number after {kind} must be in {low}..{high}")
+    return kind, number
+
+
 _STRIDED_TYPES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, BlurPool2d)
 
 # Modules that may sit between a strided conv and the point where its output has passed the
@@ -87,57 +123,128 @@ def _replace_maxpools_with_avgpools(model: nn.Module) -> int:
     return replaced
 
 
-def _blur(stride: int) -> BlurPool2d:
-    return BlurPool2d(channels=None, filt_size=3, stride=stride)
+class ZhangBlurPool(BlurPool2d):
+    """timm's ``BlurPool2d`` (its binomial filter and strided depthwise convolution) padded as
+    antialiased-cnns pads: (N - 1) // 2 before and N // 2 after each axis (timm pads an even
+    filter symmetrically: one pixel more before and one more output row and column). Reflect
+    padding, or replicate on a map too small to reflect (2 x 2 maps of small inputs, where
+    Zhang's layer would fail)."""
+
+    def __init__(self, filt_size: int = BLUR_FILTER, stride: int = 2) -> None:
+        super().__init__(channels=None, filt_size=filt_size, stride=stride)
+        before, after = (filt_size - 1) // 2, math.ceil((filt_size - 1) / 2)
+        self.padding = [before, after, before, after]  # F.pad order: left, right, top, bottom
+
+    def forward(self, x: Tensor) -> Tensor:
+        mode = self.pad_mode
+        if mode == "reflect" and min(x.shape[-2:]) <= max(self.padding):
+            mode = "replicate"
+        x = F.pad(x, self.padding, mode=mode)
+        weight = self.filt.expand(x.shape[1], 1, self.filt_size, self.filt_size)
+        return F.conv2d(x, weight.to(x.dtype), stride=self.stride, groups=x.shape[1])
 
 
-def _blur_strided_ops(model: nn.Module) -> int:
-    """Apply Zhang's surgery in place; returns the number of strided ops changed."""
+def _blur(stride: int, filt_size: int = BLUR_FILTER) -> BlurPool2d:
+    return ZhangBlurPool(filt_size, stride)
+
+
+def _stem_conv(model: nn.Module) -> nn.Module | None:
+    """The first strided op of ``model`` (registration order) when it is a convolution: the stem
+    convolution that Zhang's released models keep strided."""
+    for module in model.modules():
+        if isinstance(module, _STRIDED_TYPES) and max(_pair(module.stride)) > 1:
+            return module if isinstance(module, nn.Conv2d) else None
+    return None
+
+
+def _insert_after_activation(
+    parent: nn.Module, children: list[tuple[str, nn.Module]], index: int, module: nn.Module
+) -> None:
+    """Put ``module`` after the norm / activation modules that follow ``children[index]`` (a
+    conv) among its siblings in ``parent``, or right after the conv when none follows."""
+    anchor_index = index
+    while anchor_index + 1 < len(children) and _is_norm_or_act(children[anchor_index + 1][1]):
+        anchor_index += 1
+    anchor_name, anchor = children[anchor_index]
+    setattr(parent, anchor_name, nn.Sequential(anchor, module))
+
+
+def _blur_strided_ops(model: nn.Module, filt_size: int = BLUR_FILTER, stem: bool = False) -> int:
+    """Apply Zhang's surgery in place (``stem``: blur the stem convolution too); returns the
+    number of strided ops changed."""
+    kept = None if stem else _stem_conv(model)
     changed = 0
     for parent in list(model.modules()):
         children = list(parent.named_children())
         for index, (child_name, child) in enumerate(children):
-            if isinstance(child, nn.MaxPool2d) and max(_pair(child.stride)) > 1:
-                stride = max(_pair(child.stride))
+            if child is kept or not _is_strided(child) or isinstance(child, BlurPool2d):
+                continue
+            if isinstance(child, nn.AvgPool2d):  # already a box blur: left as it is
+                continue
+            stride = max(_pair(child.stride))
+            blur = _blur(stride, filt_size)
+            if isinstance(child, nn.MaxPool2d):
                 child.stride = 1
-                setattr(parent, child_name, nn.Sequential(child, _blur(stride)))
-                changed += 1
-            elif isinstance(child, nn.Conv2d) and max(_pair(child.stride)) > 1:
-                stride = max(_pair(child.stride))
+                setattr(parent, child_name, nn.Sequential(child, blur))
+            elif max(_pair(child.kernel_size)) == 1:  # a projection commutes with the blur
                 child.stride = (1, 1)
-                if max(_pair(child.kernel_size)) == 1:
-                    setattr(parent, child_name, nn.Sequential(_blur(stride), child))
-                    changed += 1
-                    continue
-                # Blur after the norm / activation that follow the conv among its siblings.
-                anchor_index = index
-                while anchor_index + 1 < len(children) and _is_norm_or_act(
-                    children[anchor_index + 1][1]
-                ):
-                    anchor_index += 1
-                anchor_name, anchor = children[anchor_index]
-                if anchor_index == index:  # nothing follows inside this container
-                    setattr(parent, child_name, nn.Sequential(child, _blur(stride)))
-                else:
-                    setattr(parent, anchor_name, nn.Sequential(anchor, _blur(stride)))
-                changed += 1
+                setattr(parent, child_name, nn.Sequential(blur, child))
+            else:
+                child.stride = (1, 1)
+                _insert_after_activation(parent, children, index, blur)
+            changed += 1
     return changed
+
+
+class PhaseMemory:
+    """The polyphase component a leading ``PolyphaseDown`` chose for each sample of the batch in
+    flight, for the ``PolyphaseDown``s that follow it (a residual block's shortcut)."""
+
+    def __init__(self) -> None:
+        self.choice: Tensor | None = None
+
+
+def polyphase_components(x: Tensor) -> Tensor:
+    """[B, C, H, W] (H, W even) -> [B, 4, C, H/2, W/2], in the order of Chaman & Dokmanic's
+    ``permute_polyphase``: (rows, cols) offsets (0, 0), (1, 0), (0, 1), (1, 1)."""
+    return torch.stack([x[..., i::2, j::2] for j in (0, 1) for i in (0, 1)], dim=1)
 
 
 class PolyphaseDown(nn.Module):
     """Adaptive polyphase sampling with stride 2 (Chaman & Dokmanic 2021): [B, C, H, W] ->
     [B, C, ceil(H/2), ceil(W/2)], keeping for each sample the component x[:, :, i::2, j::2]
-    with the largest l2 norm over channels and positions. An odd side is first padded by one
-    row / column circularly. A circular shift of the input permutes the components, so the
-    choice follows the shift: the output is a circular shift of the unshifted output."""
+    with the largest l2 norm over channels and positions (the first on ties, in their order).
+    An odd side is first padded by one row / column circularly (their ``aps_pad``). A circular
+    shift of the input permutes the components, so the choice follows the shift: the output is a
+    circular shift of the unshifted output.
+
+    ``memory``: a leader (``follow=False``) stores its choice there; a follower takes the
+    leader's choice instead of its own (the shortcut of a strided residual block, their
+    ``polyphase_indices``). ``phase``: force one component (0..3) for every sample (tests: the
+    APS network then computes what the original computes)."""
+
+    def __init__(
+        self, memory: PhaseMemory | None = None, follow: bool = False, phase: int | None = None
+    ) -> None:
+        super().__init__()
+        if follow and memory is None:
+            raise ValueError("a following PolyphaseDown needs the leader's memory")
+        self.memory, self.follow, self.phase = memory, follow, phase
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2] % 2 or x.shape[-1] % 2:
             x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2), mode="circular")
-        components = torch.stack(
-            [x[..., i::2, j::2] for i in (0, 1) for j in (0, 1)], dim=1
-        )  # [B, 4, C, H/2, W/2]
-        choice = components.flatten(2).norm(dim=2).argmax(dim=1)  # [B]
+        components = polyphase_components(x)
+        if self.follow:
+            choice = self.memory.choice  # type: ignore[union-attr]
+            if choice is None or len(choice) != len(x):
+                raise RuntimeError("the shortcut's PolyphaseDown ran before its block's leader")
+        elif self.phase is not None:
+            choice = torch.full((len(x),), self.phase, dtype=torch.long, device=x.device)
+        else:
+            choice = components.flatten(2).norm(dim=2).argmax(dim=1)  # [B]
+        if self.memory is not None and not self.follow:
+            self.memory.choice = choice
         return components[torch.arange(len(x), device=x.device), choice]
 
 
@@ -154,33 +261,91 @@ class CircularPad(nn.Module):
         return F.pad(x, (left, left, top, top), mode="circular")
 
 
+class PadEnd(nn.Module):
+    """Circular padding of ``amount`` px after the last row and column (before a 2x2 pool run
+    at stride 1, so that its output keeps the input's size and every phase has a full window)."""
+
+    def __init__(self, amount: int) -> None:
+        super().__init__()
+        self.amount = amount
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pad(x, (0, self.amount, 0, self.amount), mode="circular")
+
+
 def _is_strided(module: nn.Module) -> bool:
     return isinstance(module, _STRIDED_TYPES) and max(_pair(module.stride)) > 1
 
 
-def _to_stride_one(module: nn.Module) -> None:
-    """Every strided op inside ``module`` (itself included) at stride 1; only stride 2 is
-    supported (APS with stride 2)."""
-    for name, inner in module.named_modules():
-        if _is_strided(inner):
-            if max(_pair(inner.stride)) != 2:
-                raise ValueError(
-                    f"aps supports stride 2 only; {name or type(inner).__name__} has stride {inner.stride}"
-                )
-            inner.stride = (1, 1) if isinstance(inner, nn.Conv2d) else 1
+def _strided_children(module: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, name, op) of every strided op inside ``module``, in registration order."""
+    found = []
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if _is_strided(child):
+                if max(_pair(child.stride)) != 2:
+                    raise ValueError(
+                        f"aps supports stride 2 only; {name} has stride {child.stride}"
+                    )
+                found.append((parent, name, child))
+    return found
+
+
+def _aps_one(parent: nn.Module, name: str, op: nn.Module, down: PolyphaseDown) -> None:
+    """``op`` at stride 1 followed by ``down``: a conv's after its norm and activation (the
+    phase is chosen on the activation, as in Chaman & Dokmanic's blocks and stem), a pool's and
+    a 1x1 projection's right after it."""
+    op.stride = (1, 1) if isinstance(op, nn.Conv2d) else 1
+    children = list(parent.named_children())
+    index = [n for n, _ in children].index(name)
+    if isinstance(op, nn.Conv2d) and max(_pair(op.kernel_size)) > 1:
+        _insert_after_activation(parent, children, index, down)
+        return
+    shrink = 0
+    if isinstance(op, nn.MaxPool2d | nn.AvgPool2d):  # a 2x2 pool at stride 1 loses a row
+        shrink = max(_pair(op.kernel_size)) - 1 - 2 * max(_pair(op.padding))
+    if shrink > 0:  # their circular_pad([0, 1, 0, 1]) before MaxPool2d(2, stride=1)
+        setattr(parent, name, nn.Sequential(PadEnd(shrink), op, down))
+    else:
+        setattr(parent, name, nn.Sequential(op, down))
 
 
 def _aps_strided_ops(model: nn.Module) -> int:
-    """APS surgery in place; returns the number of subsampling points changed."""
+    """APS surgery in place, as Chaman & Dokmanic's ``aps_models/resnet.py`` builds it; returns
+    the number of subsampling points changed.
+
+    In a residual block whose shortcut subsamples too (a ``downsample``), the main path's
+    strided op runs at stride 1 and the phase is chosen on its activation (BasicBlock: after
+    conv1's BN + ReLU, so conv2 runs on the subsampled map; Bottleneck: after conv2's), and the
+    shortcut is subsampled with that same phase. Every other strided op (the stem conv, the max
+    pool, EfficientNet's strided depthwise convs) chooses its own phase after its activation."""
     changed = 0
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            downsample = getattr(child, "downsample", None)
-            whole_block = downsample is not None and any(_is_strided(m) for m in child.modules())
-            if whole_block or _is_strided(child):
-                _to_stride_one(child)
-                setattr(parent, child_name, nn.Sequential(child, PolyphaseDown()))
-                changed += 1
+    done: set[int] = set()
+    for block in list(model.modules()):
+        downsample = getattr(block, "downsample", None)
+        if not isinstance(downsample, nn.Module):
+            continue
+        shortcut = _strided_children(downsample)
+        inside = {id(m) for m in downsample.modules()}
+        main = [(p, n, op) for p, n, op in _strided_children(block) if id(op) not in inside]
+        if not shortcut or len(main) != 1:
+            if shortcut:
+                raise ValueError(
+                    f"aps: a block with a strided shortcut needs one strided op in its main "
+                    f"path, {type(block).__name__} has {len(main)}"
+                )
+            continue
+        memory = PhaseMemory()
+        parent, name, op = main[0]
+        _aps_one(parent, name, op, PolyphaseDown(memory))
+        for parent, name, op in shortcut:
+            _aps_one(parent, name, op, PolyphaseDown(memory, follow=True))
+        done.update(id(op) for _, _, op in main + shortcut)
+        changed += 1
+    for parent, name, op in _strided_children(model):
+        if id(op) not in done:
+            _aps_one(parent, name, op, PolyphaseDown())
+            changed += 1
     return changed
 
 
@@ -205,7 +370,8 @@ def _make_circular(model: nn.Module) -> None:
 
 def apply_surgery(model: nn.Module, modify: str) -> nn.Module:
     """Modify ``model`` in place by each ``+``-separated surgery of ``modify`` (``avgpool``,
-    ``blurpool``, ``aps``, ``aps_circular``, e.g. ``blurpool+aps``) and return it.
+    ``blurpool[N]``, ``blurpool_all[N]``, ``aps``, ``aps_circular``, ``rics[M]``, e.g.
+    ``blurpool+aps``) and return it.
 
     Raises ``ValueError`` for an unknown surgery, or when the model has nothing to modify.
     """
@@ -214,7 +380,8 @@ def apply_surgery(model: nn.Module, modify: str) -> nn.Module:
     return model
 
 
-def _apply_one(model: nn.Module, modify: str) -> None:
+def _apply_one(model: nn.Module, part: str) -> None:
+    modify, number = parse_surgery(part)
     if modify == "avgpool":
         changed = _replace_maxpools_with_avgpools(model)
         if changed == 0:
@@ -222,19 +389,19 @@ def _apply_one(model: nn.Module, modify: str) -> None:
                 f"modify='avgpool' found no strided max pool in {type(model).__name__}; "
                 "it applies to VGG-style models. Use modify='blurpool' for strided convolutions."
             )
-    elif modify == "blurpool":
-        changed = _blur_strided_ops(model)
+    elif modify in ("blurpool", "blurpool_all"):
+        changed = _blur_strided_ops(model, number or BLUR_FILTER, stem=modify == "blurpool_all")
         if changed == 0:
-            raise ValueError(f"modify='blurpool' found no strided op in {type(model).__name__}")
+            raise ValueError(
+                f"modify={part!r} found no strided op to blur in {type(model).__name__}"
+            )
     elif modify == "rics":  # not an architecture change: the model sees a selected crop
-        add_crop_selection(model)
+        add_crop_selection(model, margin=number)
     elif modify in ("aps", "aps_circular"):
-        if modify == "aps_circular":
-            _make_circular(model)
         if _aps_strided_ops(model) == 0:
             raise ValueError(f"modify={modify!r} found no strided op in {type(model).__name__}")
-    else:
-        raise ValueError(f"unknown modify={modify!r}; choose one of {', '.join(SURGERIES)} or None")
+        if modify == "aps_circular":  # after: the stride-1 pools keep their own padding
+            _make_circular(model)
 
 
 def strided_ops(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -90,3 +90,32 @@ def test_rics_modifier_keeps_weights_and_works_on_a_vit():
         add_crop_selection(selecting)
     with pytest.raises(ValueError, match="margin"):
         CropSelection(margin=0).settings(32, 32)
+
+
+def test_rics_tradeoff_counts_guaranteed_and_observed_pairs_consistently(tmp_path):
+    """The margin sweep on 4 photos (random resnet10t): per image the predicted guarantee
+    implies the observed same crop (catches a guarantee computed on the unnormalised frames the
+    model never sees, or in shifted coordinates), and the top-1 changes only in pairs whose
+    crops differ (catches measuring a model that does not select). The command writes its
+    table, CSV and figure, and refuses a margin that does not fit before any work."""
+    from lightning_inv.rics_tradeoff import main, measure_margins
+
+    values, canvas = measure_margins(
+        "resnet10t", [4, 12], "sample", num_images=4, pretrained=False, batch_size=2
+    )
+    assert canvas == 176 and set(values) == {0, 4, 12}
+    for margin in (4, 12):
+        row = values[margin]
+        assert (row["guaranteed"] <= row["same_crop"] + 1e-12).all()
+        assert (row["p_top1_change"] <= 1 - row["same_crop"] + 1e-12).all()
+    assert values[12]["same_crop"].mean() > 0  # the comparison says something
+    assert "guaranteed" not in values[0]
+    code = main(["--model", "resnet10t", "--no-pretrained", "--num-images", "2", "--margins",
+                 "4", "--output", str(tmp_path / "run"), "--resamples", "50"])  # fmt: skip
+    assert code == 0
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {
+        "results.json", "tradeoff.csv", "rics_tradeoff.png"
+    }  # fmt: skip
+    assert main(["--model", "resnet10t", "--no-pretrained", "--margins", "200",
+                 "--output", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert not (tmp_path / "bad").exists()

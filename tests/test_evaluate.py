@@ -14,6 +14,7 @@ import torch
 from lightning_inv import metrics as M
 from lightning_inv.data.datamodules import build_eval_dataset
 from lightning_inv.engine import view_logits
+from lightning_inv.metrics.nonshiftability import probe_points
 from lightning_inv.module import InvarianceClassifier
 from lightning_inv.protocols import Translate
 
@@ -131,7 +132,7 @@ def test_one_and_two_processes_give_the_same_results(repo_root, tmp_path):
         assert row.keys() == other.keys()
         assert "p_top1_change_ci95" in row
         for name, value in row.items():
-            if name.startswith(("mac", "mad")):
+            if name.startswith(("mac", "mad", "true_class_probability")):
                 assert other[name] == pytest.approx(value, rel=1e-4), (key, name)
             elif name.startswith("nonshiftability"):  # a jump can sit on the 20% threshold
                 for layer, v in value.items():
@@ -203,10 +204,13 @@ def test_default_experiments_fit_a_small_canvas_with_intervals_and_paired_differ
     assert sweep["num_views"] == 5  # +-2 px: 16 px at 224 scaled to 32 px
     low, high = sweep["p_top1_change_ci95"]
     assert low <= sweep["p_top1_change"] <= high
-    assert len(sweep["nonshiftability"]) == sum(  # fig10: every convolution of resnet10t
-        isinstance(m, torch.nn.Conv2d)
-        for m in InvarianceClassifier("resnet10t", pretrained=False).model.modules()
-    )
+    model = InvarianceClassifier("resnet10t", pretrained=False).model
+    assert list(sweep["nonshiftability"]) == [  # fig10: every activity of resnet10t at 32 px
+        p.name for p in probe_points(model, 32)
+    ]
+    # Deep stem: 3 convs, each activated; layer1.0: conv1, conv2 (no shortcut conv); layer2.0 and
+    # layer3.0 add their shortcut conv before act2; layer4's maps are 1 x 1 at 32 px: left out.
+    assert list(sweep["nonshiftability_depth"].values()) == [1, 2, 3, 4, 5, 6, 8, 9, 11]
     difference = saved["comparisons"]["resnet10t - resnet10t:blurpool"]["fig2_translate_inpaint"]
     expected = np.mean(_measures(tmp_path, "resnet10t") - _measures(tmp_path, "resnet10t:blurpool"))
     assert difference["accuracy"]["difference"] == pytest.approx(expected, abs=1e-6)

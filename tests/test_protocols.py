@@ -80,22 +80,25 @@ def test_random_location_is_seeded_per_sample_index_and_uniform_in_range():
     assert not torch.equal(other_seed.offsets(torch.arange(50)), protocol.offsets(torch.arange(50)))
 
 
-def test_circular_view_is_a_torch_roll():
+def test_circular_views_are_two_independent_torch_rolls():
     image = torch.rand(3, 3, 32, 32)
     protocol = Circular(canvas=32, max_shift=8)
     views = protocol(image, torch.arange(3))
     shifts = protocol.shifts(torch.arange(3))
     for b in range(3):
-        rolled = torch.roll(image[b], shifts=tuple(shifts[b].tolist()), dims=(-2, -1))
-        assert torch.equal(views[b, 1], rolled)
-        assert torch.equal(views[b, 0], image[b])
+        for view in range(2):
+            dy, dx = shifts[b, view].tolist()
+            rolled = torch.roll(image[b], shifts=(dy, dx), dims=(-2, -1))
+            assert torch.equal(views[b, view], rolled)
+    assert (shifts[:, 0] != shifts[:, 1]).any()
 
 
 def test_pair_shift_windows_come_from_the_256_crop():
-    protocol = PairShift(canvas=224)
+    protocol = PairShift(canvas=224, num_pairs=5)
     assert protocol.base == 256 and protocol.max_offset == 32
+    assert protocol.pairs == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
     views = protocol(torch.rand(2, 3, 224, 224), torch.tensor([0, 1]))
-    assert views.shape == (2, 2, 3, 224, 224)
+    assert views.shape == (2, 10, 3, 224, 224)
 
 
 @pytest.mark.parametrize("fill", ["mean", "black", "edge", "inpaint"])

@@ -8,7 +8,7 @@ from timm.layers import BlurPool2d
 from torch import nn
 
 from lightning_inv.backbones import create_backbone
-from lightning_inv.surgery import PolyphaseDown, apply_surgery, strided_ops
+from lightning_inv.surgery import PolyphaseDown, apply_surgery, polyphase_components, strided_ops
 
 
 def _params(model: nn.Module) -> list[torch.Tensor]:
@@ -48,13 +48,15 @@ def test_blurpool_makes_every_strided_op_a_blur_and_keeps_shapes(name):
         features = model.forward_features(x).shape
         logits = model(x).shape
     assert any(not isinstance(m, BlurPool2d) for _, m in strided_ops(model))
+    stem = strided_ops(model)[0]
     apply_surgery(model, "blurpool")
     remaining = [
         (n, type(m).__name__) for n, m in strided_ops(model) if not isinstance(m, BlurPool2d)
     ]
-    assert remaining == []
+    # The stem conv keeps its stride (Zhang's released models).
+    assert remaining == [(stem[0], type(stem[1]).__name__)]
     blurs = [m for m in model.modules() if isinstance(m, BlurPool2d)]
-    assert len(blurs) >= 5 and all(b.stride == 2 for b in blurs)
+    assert len(blurs) >= 4 and all(b.stride == 2 for b in blurs)  # 5 strides, stem kept
     for old, new in zip(before, model.parameters(), strict=True):
         torch.testing.assert_close(old, new.detach())
     with torch.no_grad():
@@ -64,24 +66,42 @@ def test_blurpool_makes_every_strided_op_a_blur_and_keeps_shapes(name):
 
 def test_blurpool_puts_the_blur_after_norm_and_activation():
     model, _ = create_backbone("resnet18", modify="blurpool")
-    # ResNet stem: conv1 (now stride 1) -> bn1 -> act1 -> blur; maxpool -> MaxPool(s1) -> blur.
-    assert model.conv1.stride == (1, 1)
-    assert isinstance(model.act1, nn.Sequential) and isinstance(model.act1[1], BlurPool2d)
+    # Stem conv kept strided; maxpool -> MaxPool(s1) -> blur (filter 4, Zhang's padding).
+    assert model.conv1.stride == (2, 2) and isinstance(model.act1, nn.ReLU)
     assert model.maxpool[0].stride == 1 and isinstance(model.maxpool[1], BlurPool2d)
+    assert model.maxpool[1].filt_size == 4 and model.maxpool[1].padding == [1, 2, 1, 2]
+    # A strided block: conv1 at stride 1 -> bn1 -> act1 -> blur (wrapped with the last of them).
+    block = model.layer2[0]
+    assert block.conv1.stride == (1, 1) and isinstance(block.aa[1], BlurPool2d)
     # A strided 1x1 projection is blurred first (blur and 1x1 conv commute).
-    downsample = model.layer2[0].downsample[0]
+    downsample = block.downsample[0]
     assert isinstance(downsample[0], BlurPool2d) and downsample[1].stride == (1, 1)
+    # The every-stride variant blurs the stem too, after its activation; filter sizes by name.
+    every, _ = create_backbone("resnet18", modify="blurpool_all3")
+    assert every.conv1.stride == (1, 1) and isinstance(every.act1[1], BlurPool2d)
+    assert every.act1[1].filt_size == 3 and every.act1[1].padding == [1, 1, 1, 1]
 
 
-def test_unknown_surgery_is_rejected():
+@pytest.mark.parametrize(
+    ("modify", "message"),
+    [("antialias", "avgpool, blurpool"), ("blurpool9", "2..7"), ("aps3", "unknown modifier")],
+)
+def test_unknown_surgery_is_rejected(modify, message):
     model, _ = create_backbone("resnet18")
-    with pytest.raises(ValueError, match="avgpool, blurpool"):
-        apply_surgery(model, "antialias")
+    with pytest.raises(ValueError, match=message):
+        apply_surgery(model, modify)
 
 
 def test_polyphase_down_keeps_one_component_for_all_channels_by_its_norm():
     # Channel 0 is largest in component (0, 0), channel 1 (much larger) in component (1, 1): the
     # joint l2 norm picks (1, 1) for both channels. A per-channel choice would mix components.
+    # On a tie, the first in Chaman & Dokmanic's order (0, 0), (1, 0), (0, 1), (1, 1) wins.
+    tie = torch.zeros(1, 1, 2, 2)
+    tie[0, 0, 0, 1] = tie[0, 0, 1, 0] = 1.0  # components (0, 1) and (1, 0) tie
+    assert (
+        PolyphaseDown()(tie).item() == tie[0, 0, 1, 0].item()
+        and polyphase_components(tie)[0, 1].item() == 1
+    )
     x = torch.zeros(1, 2, 4, 4)
     x[0, 0, 0::2, 0::2] = 1.0
     x[0, 1, 1::2, 1::2] = 5.0
@@ -118,7 +138,7 @@ def test_aps_keeps_weights_and_wraps_each_subsampling_point():
     torch.manual_seed(0)
     aps, _ = create_backbone("resnet18", num_classes=10, modify="aps")
     downs = [m for m in aps.modules() if isinstance(m, PolyphaseDown)]
-    assert len(downs) == 5  # stem conv, max pool, and the first block of layers 2, 3, 4
+    assert len(downs) == 8  # stem conv, max pool, layers 2-4: main path + shortcut each
     assert not strided_ops(aps)
     for (name, a), (_, b) in zip(plain.state_dict().items(), aps.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, msg=name)

@@ -8,6 +8,8 @@ Each ``*_sums`` function returns the (numerator, denominator) sums of one batch,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -41,11 +43,15 @@ def _in_top_k(logits: Tensor, target: Tensor, top_k: int) -> Tensor:
     return (logits.topk(k, dim=-1).indices == target[:, None, None]).any(-1)
 
 
-def _top1_changes(logits: Tensor) -> Tensor:
-    """[N, T-1] bool: the top-1 of view t+1 differs from that of view t."""
+def _top1_changes(logits: Tensor, pairs: Sequence[tuple[int, int]] | None = None) -> Tensor:
+    """[N, P] bool: the top-1 of view b differs from that of view a, for each pair (a, b) of
+    ``pairs`` (default: consecutive views (t, t + 1), P = T - 1)."""
     check_logits(logits, min_views=2)
     top1 = logits.argmax(-1)
-    return top1[:, 1:] != top1[:, :-1]
+    if pairs is None:
+        return top1[:, 1:] != top1[:, :-1]
+    first, second = (torch.tensor(side, device=logits.device) for side in zip(*pairs, strict=True))
+    return top1[:, first] != top1[:, second]
 
 
 def _absolute_changes(logits: Tensor) -> Tensor:
@@ -185,9 +191,30 @@ def view_accuracy_per_image(logits: Tensor, target: Tensor, top_k: int = 1) -> T
     return _in_top_k(logits, target, top_k).float().mean(-1)
 
 
-def top1_change_per_image(logits: Tensor) -> Tensor:
-    """[N]: fraction of an image's consecutive view pairs whose top-1 differs."""
-    return _top1_changes(logits).float().mean(-1)
+def top1_change_per_image(logits: Tensor, pairs: Sequence[tuple[int, int]] | None = None) -> Tensor:
+    """[N]: fraction of an image's view pairs (default: consecutive) whose top-1 differs."""
+    return _top1_changes(logits, pairs).float().mean(-1)
+
+
+def any_top1_change_per_image(
+    logits: Tensor, pairs: Sequence[tuple[int, int]] | None = None
+) -> Tensor:
+    """[N]: 1 if the top-1 differs in at least one of an image's view pairs (default:
+    consecutive), the worst case over the shifts (Shifman & Weiss 2024)."""
+    return _top1_changes(logits, pairs).any(-1).float()
+
+
+def first_views_accuracy_per_image(logits: Tensor, target: Tensor) -> Tensor:
+    """[N]: top-1 accuracy over views 0..T-2, the first view of each consecutive pair (how the
+    authors' Table 1 script counts accuracy)."""
+    check_logits(logits, target, min_views=2)
+    return view_accuracy_per_image(logits[:, :-1], target, 1)
+
+
+def true_class_probability_per_image(logits: Tensor, target: Tensor) -> Tensor:
+    """[N]: mean over an image's views of the softmax probability of the true class."""
+    check_logits(logits, target)
+    return true_class_probability(logits, target).mean(-1)
 
 
 def mean_absolute_change_per_image(logits: Tensor) -> Tensor:
@@ -200,8 +227,11 @@ def mean_absolute_difference_per_image(logits: Tensor, target: Tensor) -> Tensor
     return _absolute_differences(logits, target).mean(-1)
 
 
-def consistency_per_image(logits: Tensor) -> Tensor:
-    """[N]: fraction of all view pairs (a < b) of an image that agree on the top-1."""
+def consistency_per_image(logits: Tensor, pairs: Sequence[tuple[int, int]] | None = None) -> Tensor:
+    """[N]: fraction of an image's view pairs that agree on the top-1: all pairs (a < b) by
+    default, else the given ``pairs``."""
+    if pairs is not None:
+        return 1 - _top1_changes(logits, pairs).float().mean(-1)
     t = logits.shape[1]
     return _agreeing_pairs(logits) / (t * (t - 1) / 2)
 

@@ -65,14 +65,31 @@ def resize(images: Tensor, side: int | tuple[int, int]) -> Tensor:
     ).clamp(0, 1)
 
 
+def shorter_side_size(height: int, width: int, side: int) -> tuple[int, int]:
+    """(h, w) after resizing the shorter side to ``side`` px, as torchvision's ``Resize(side)``
+    computes it: the longer side is ``int(side * long / short)`` (truncated)."""
+    if height <= width:
+        return side, int(side * width / height)
+    return int(side * height / width), side
+
+
+def centre_crop_corner(height: int, width: int, crop: int) -> tuple[int, int]:
+    """(top, left) of torchvision's ``CenterCrop(crop)``: ``int(round((size - crop) / 2))`` per
+    axis (Python's round, halves to even)."""
+    return round((height - crop) / 2.0), round((width - crop) / 2.0)
+
+
+def resize_shorter(image: Tensor, side: int) -> Tensor:
+    """One photo [3, h, w] with its shorter side resized to ``side`` px (torchvision's
+    ``Resize(side)`` geometry; antialiased bilinear)."""
+    return resize(image[None], shorter_side_size(*image.shape[-2:], side))[0]
+
+
 def resize_cover(image: Tensor, side: int) -> Tensor:
-    """One photo [3, h, w] -> [3, side, side]: shorter side resized to ``side``, centre crop
-    (the usual eval preprocessing, without the crop fraction)."""
-    h, w = image.shape[-2:]
-    scale = side / min(h, w)
-    size = (max(side, round(h * scale)), max(side, round(w * scale)))
-    resized = resize(image[None], size)[0]
-    top, left = (size[0] - side) // 2, (size[1] - side) // 2
+    """One photo [3, h, w] -> [3, side, side]: torchvision's ``Resize(side)`` then
+    ``CenterCrop(side)`` (the usual eval preprocessing, without the crop fraction)."""
+    resized = resize_shorter(image, side)
+    top, left = centre_crop_corner(*resized.shape[-2:], side)
     return resized[:, top : top + side, left : left + side]
 
 
@@ -119,10 +136,10 @@ def _check_scale(scale: float) -> None:
 
 
 SWEEP_MEASURES = (
-    "accuracy", "top5_accuracy", "p_top1_change", "mac", "mad", "jaggedness_mean",
-    "jagged_fraction", "consistency",
+    "accuracy", "top5_accuracy", "true_class_probability", "p_top1_change", "any_top1_change",
+    "mac", "mad", "jaggedness_mean", "jagged_fraction", "consistency",
 )  # fmt: skip
-PAIR_MEASURES = ("accuracy", "top5_accuracy", "p_top1_change", "consistency")
+PAIR_MEASURES = ("accuracy", "top5_accuracy", "p_top1_change", "any_top1_change", "consistency")
 SINGLE_MEASURES = ("accuracy", "top5_accuracy")
 
 
@@ -154,6 +171,13 @@ class Protocol(ABC):
     def positions(self) -> list[float]:
         """The x-axis value of each view for plots (shift in px, side in px, ...)."""
         return list(range(self.num_views))
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """The view pairs (a, b) that the pair measures compare (P(top-1 change), any change,
+        and consistency for unordered protocols): consecutive views (t, t + 1) of an ordered
+        sweep; none for unordered protocols unless they draw pairs."""
+        return [(t, t + 1) for t in range(self.num_views - 1)] if self.ordered else []
 
     @property
     def key(self) -> str:
@@ -311,6 +335,7 @@ class Crop(Protocol):
     direction: Direction = "diagonal"
     area: float | None = None
     name: ClassVar[str] = "crop"
+    measures: ClassVar[tuple[str, ...]] = (*SWEEP_MEASURES, "accuracy_first_views")
     uses_original: ClassVar[bool] = True
     axis_label: ClassVar[str] = "crop offset (px)"
 
@@ -412,6 +437,7 @@ class Embed(_Filled):
     direction: Direction = "diagonal"
     fill: str = "mean"
     name: ClassVar[str] = "embed"
+    measures: ClassVar[tuple[str, ...]] = (*SWEEP_MEASURES, "accuracy_first_views")
     uses_original: ClassVar[bool] = True
     axis_label: ClassVar[str] = "shift (px)"
 
@@ -512,13 +538,21 @@ class RandomLocation(_Filled):
         return self._compose(resize(images, self.side), offsets)[:, None]
 
 
+def _drawn_pairs(count: int) -> list[tuple[int, int]]:
+    """Views (2k, 2k + 1), k < count: the pairs of a protocol that draws ``count`` pairs."""
+    return [(2 * k, 2 * k + 1) for k in range(count)]
+
+
 @dataclass
 class PairShift(Protocol):
-    """Two ``canvas`` windows of the photo (shorter side resized to ``round(canvas * 256 / 224)``,
-    centre crop) at random offsets in [0, max_offset)^2 each (Zhang 2019 "consistency");
-    ``max_offset`` defaults to the margin (32 px at 224)."""
+    """``pairs`` pairs of ``canvas`` windows of the photo (torchvision's ``Resize(base)`` +
+    ``CenterCrop(base)``, base = ``round(canvas * 256 / 224)``), each window at its own random
+    offset in [0, max_offset)^2 (Zhang 2019 "consistency", antialiased-cnns ``validate_shift``:
+    5 pairs per image, ``--epochs-shift 5``). Views are [a_0, b_0, a_1, b_1, ...]; consistency
+    compares a_k with b_k. ``max_offset`` defaults to the margin (32 px at 224)."""
 
     max_offset: int | None = None
+    num_pairs: int = 1
     name: ClassVar[str] = "pair_shift"
     measures: ClassVar[tuple[str, ...]] = PAIR_MEASURES
     ordered: ClassVar[bool] = False
@@ -532,6 +566,8 @@ class PairShift(Protocol):
             raise ValueError(
                 f"max_offset must be in [1, {self.base - self.canvas + 1}] for canvas {self.canvas}"
             )
+        if self.num_pairs < 1:
+            raise ValueError(f"num_pairs must be >= 1, got {self.num_pairs}")
 
     @property
     def base(self) -> int:
@@ -539,24 +575,34 @@ class PairShift(Protocol):
 
     @property
     def num_views(self) -> int:
-        return 2
+        return 2 * self.num_pairs
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        return _drawn_pairs(self.num_pairs)
+
+    def window_offsets(self, indices: Tensor) -> Tensor:
+        """Top-left corner (row, col) [B, T, 2] of every window in the base picture."""
+        drawn = [
+            sample_generator(self.seed, i).integers(0, self.max_offset, size=(self.num_pairs, 2, 2))
+            for i in indices.tolist()
+        ]
+        return torch.tensor(np.array(drawn), dtype=torch.long).view(len(indices), -1, 2)
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         larger = [resize_cover(photo, self.base) for photo in originals]  # placed unstacked
-        drawn = [
-            sample_generator(self.seed, i).integers(0, self.max_offset, size=(2, 2))
-            for i in indices.tolist()
-        ]
-        offsets = -torch.tensor(np.array(drawn), dtype=torch.long).view(-1, 2)
-        source = torch.arange(len(images)).repeat_interleave(2)
+        offsets = -self.window_offsets(indices).view(-1, 2)
+        t = self.num_views
+        source = torch.arange(len(images)).repeat_interleave(t)
         views = place_views(larger, offsets, self.canvas, source=source)
-        return views.view(len(images), 2, 3, self.canvas, self.canvas)
+        return views.view(len(images), t, 3, self.canvas, self.canvas)
 
 
 @dataclass
 class Circular(Protocol):
-    """The image and its circular shift (``torch.roll``) by random (dy, dx) in
-    [-max_shift, max_shift) (Chaman & Dokmanic 2021)."""
+    """Two circular shifts (``torch.roll``) of the image, each by its own random (dy, dx) in
+    [-max_shift, max_shift), compared with each other (Chaman & Dokmanic 2021, their
+    ``validate``: both copies rolled)."""
 
     max_shift: int = 32
     name: ClassVar[str] = "circular"
@@ -567,18 +613,23 @@ class Circular(Protocol):
     def num_views(self) -> int:
         return 2
 
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        return _drawn_pairs(1)
+
     def shifts(self, indices: Tensor) -> Tensor:
-        """(dy, dx) [B, 2] of each image's rolled view."""
+        """(dy, dx) [B, 2, 2] of each image's two rolled views."""
         drawn = [
-            sample_generator(self.seed, i).integers(-self.max_shift, self.max_shift, size=2)
+            sample_generator(self.seed, i).integers(-self.max_shift, self.max_shift, size=(2, 2))
             for i in indices.tolist()
         ]
-        return torch.tensor(np.array(drawn), dtype=torch.long).view(-1, 2)
+        return torch.tensor(np.array(drawn), dtype=torch.long).view(-1, 2, 2)
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         base = resize(images, self.canvas)
-        rolled = place_views(base, self.shifts(indices), self.canvas, mode="wrap")
-        return torch.stack([base, rolled], dim=1)
+        source = torch.arange(len(images)).repeat_interleave(2)
+        rolled = place_views(base, self.shifts(indices).view(-1, 2), self.canvas, "wrap", source)
+        return rolled.view(len(images), 2, 3, self.canvas, self.canvas)
 
 
 @dataclass
@@ -620,6 +671,53 @@ class TranslationSequence(Protocol):
         source = torch.arange(b).repeat_interleave(t)
         views = place_views(larger, offsets.repeat(b, 1), self.canvas, source=source)
         return views.view(b, t, 3, self.canvas, self.canvas)
+
+
+@dataclass
+class ImageNetPTranslate(Protocol):
+    """ImageNet-P "translate" frames as hendrycks/robustness makes them (``make_imagenet_p.py``):
+    the photo with its shorter side resized to ``base`` (256 at 224; torchvision's
+    ``Resize(256)``), frame i = ``CenterCrop(canvas)`` of that picture translated horizontally
+    by i - ``max_shift`` px with zero (black) fill, i = 0..2 * max_shift: 41 frames. Where the
+    picture's margin beside the crop is narrower than the shift (a square photo: 16 px at 256),
+    a black strip enters the frame. The published frames were stored as H.264 video; that
+    compression is not reproduced."""
+
+    max_shift: int = 20
+    sweep: ClassVar[bool] = True
+    name: ClassVar[str] = "imagenet_p_translate"
+    measures: ClassVar[tuple[str, ...]] = (*SWEEP_MEASURES, "flip_rate", "top5_distance")
+    uses_original: ClassVar[bool] = True
+    axis_label: ClassVar[str] = "shift (px)"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_shift < 1:
+            raise ValueError(f"max_shift must be >= 1 px, got {self.max_shift}")
+
+    @property
+    def base(self) -> int:
+        return round(self.canvas * 256 / 224)
+
+    @property
+    def positions(self) -> list[float]:
+        return list(range(-self.max_shift, self.max_shift + 1))
+
+    @property
+    def num_views(self) -> int:
+        return 2 * self.max_shift + 1
+
+    def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
+        moved = torch.tensor(self.positions, dtype=torch.long)  # CPU, as place_views() wants
+        frames = []
+        for photo in originals:  # pictures differ in size: one placement per photo
+            picture = resize_shorter(photo, self.base)
+            top, left = centre_crop_corner(*picture.shape[-2:], self.canvas)
+            # Content moved right by s px: the frame shows the picture's columns left - s ...
+            corners = torch.stack([torch.full_like(moved, top), left - moved], dim=1)
+            source = torch.zeros(len(moved), dtype=torch.long)
+            frames.append(place_views(picture[None], -corners, self.canvas, source=source))
+        return torch.stack(frames)
 
 
 @dataclass
@@ -677,15 +775,15 @@ PROTOCOLS: dict[str, type[Protocol]] = {
     cls.name: cls
     for cls in (
         Translate, Crop, Scale, Embed, RandomLocation, PairShift, Circular, TranslationSequence,
-        WorstOfK,
+        ImageNetPTranslate, WorstOfK,
     )
 }  # fmt: skip
 
 
 def create_protocol(name: str, **kwargs: object) -> Protocol:
     """Create a protocol by name (``translate``, ``crop``, ``scale``, ``embed``,
-    ``random_location``, ``pair_shift``, ``circular``, ``sequence``, ``worst_of_k``) with its
-    parameters."""
+    ``random_location``, ``pair_shift``, ``circular``, ``sequence``, ``imagenet_p_translate``,
+    ``worst_of_k``) with its parameters."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
     try:
