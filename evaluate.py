@@ -20,12 +20,11 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -48,7 +47,9 @@ from lightning_inv.allocator import keep_freed_memory
 from lightning_inv.backbones import OFFLINE_WEIGHTS, BackboneError, checkpoint_placement
 from lightning_inv.data.datamodules import EVAL_DATASETS, EvalDataModule, build_eval_dataset
 from lightning_inv.data.images import (
+    EXIF_ORIENTATION,
     LABEL_MODES,
+    MAX_IMAGE_PIXELS,
     LabelMappingError,
     imagefolder_items,
 )
@@ -70,9 +71,9 @@ from lightning_inv.outputs import (
     load_model_results,
     overwrite_refusal,
     save_model_results,
-    write_json_atomically,
 )
 from lightning_inv.preflight import (
+    check_config_file,
     check_head,
     check_output,
     check_runtime,
@@ -91,6 +92,17 @@ from lightning_inv.presets import (
 )
 from lightning_inv.progress import ImagesPerSecondBar
 from lightning_inv.protocols import FILL_MODES, Protocol, create_protocol
+from lightning_inv.run_folder import (
+    MANIFEST,
+    RunFolderError,
+    RunLock,
+    data_manifest,
+    manifest_changes,
+    read_json,
+    write_atomically,
+    write_csv,
+    write_json,
+)
 from lightning_inv.statistics import RESAMPLES, paired_difference
 from lightning_inv.subsampling import measure_subsampling
 
@@ -143,6 +155,19 @@ def build_parser() -> ArgumentParser:
         "placed by the protocols",
     )
     add("--data-root", type=Path | None, default=None, help="root of <root>/<synset>/<images>")
+    add(
+        "--max-image-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        help="skip (and name) images with more pixels than this, unread: decompression bombs",
+    )
+    add(
+        "--exif-orientation",
+        choices=EXIF_ORIENTATION,
+        default="ignore",
+        help="ignore: measure photos as stored, as torchvision, timm and the reference scripts "
+        "load them; apply: rotate them as their EXIF orientation tag says (phone photos)",
+    )
     add("--num-images", type=int | None, default=None, help="seeded random subset of the data")
     add(
         "--labels",
@@ -277,8 +302,45 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+LIST_FLAGS = ("models", "experiment", "protocols", "scales", "compare")
+RESUME_CAN_CHANGE = ("num_workers", "devices", "accelerator", "save_every", "batch_size",
+                     "chunk_size")  # fmt: skip  # how, not what: the numbers stay the same
+NOT_CONFIG = ("config", "__default_config__", "output", "resume", "overwrite", *RESUME_CAN_CHANGE)
+
+
+def config_files(argv: list[str]) -> list[Path]:
+    """The ``--config`` files named in ``argv``."""
+    found = []
+    for i, token in enumerate(argv):
+        if token == "--config" and i + 1 < len(argv):
+            found.append(Path(argv[i + 1]))
+        elif token.startswith("--config="):
+            found.append(Path(token.split("=", 1)[1]))
+    return found
+
+
+def check_config_values(path: Path) -> str | None:
+    """A config file safe to parse (``check_config_file``) whose list flags are lists."""
+    if problem := check_config_file(path):
+        return problem
+    import yaml
+
+    content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(content, dict):
+        return f"--config {path} must hold flags as 'key: value' lines"
+    for key in LIST_FLAGS:
+        value = content.get(key)
+        if value is not None and not isinstance(value, list):
+            return f"--config {path}: {key} must be a list ({key}: [{value}]), got one value"
+    return None
+
+
 def check_args(args: Namespace) -> str | None:
     """The first problem with the flags, as a message that names the flag, else None."""
+    if not 0 <= args.seed < 2**32:
+        return f"--seed must be in [0, 2^32), got {args.seed}"
+    if args.max_image_pixels < 1:
+        return f"--max-image-pixels must be at least 1, got {args.max_image_pixels}"
     if args.num_workers < 0:
         return f"--num-workers must be >= 0, got {args.num_workers}"
     positive = {"--batch-size": args.batch_size, "--chunk-size": args.chunk_size,
@@ -370,11 +432,8 @@ def write_per_image_csv(
     path: Path, runs: list[tuple[str, dict[str, ProtocolResult]]], namer: Callable[[int], str]
 ) -> None:
     """One row per image, view, protocol and model: true-class probability and top-1."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["image", "label", "model", "protocol", "view", "position", "p_true", "top1"]
-        )
+
+    def rows() -> Iterator[list[Any]]:
         for model, results in runs:
             for key, result in results.items():
                 if result.p_true is None or result.top1 is None:
@@ -382,8 +441,11 @@ def write_per_image_csv(
                 positions = result.protocol.positions
                 for i, index in enumerate(result.indices):
                     for view, position in enumerate(positions):
-                        writer.writerow([namer(int(index)), int(result.labels[i]), model, key, view, position,
-                                         f"{result.p_true[i, view]:.6f}", int(result.top1[i, view])])  # fmt: skip
+                        yield [namer(int(index)), int(result.labels[i]), model, key, view, position,
+                               f"{result.p_true[i, view]:.6f}", int(result.top1[i, view])]  # fmt: skip
+
+    header = ["image", "label", "model", "protocol", "view", "position", "p_true", "top1"]
+    write_csv(path, header, rows())
 
 
 def write_measures_csv(
@@ -391,14 +453,16 @@ def write_measures_csv(
 ) -> None:
     """One row per image, protocol and model with every per-image measure (what the intervals
     resample)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "label", "model", "protocol", "measure", "value"])
+
+    def rows() -> Iterator[list[Any]]:
         for model, results in runs:
             for key, result in results.items():
                 for measure, values in result.values.items():
                     for i, index in enumerate(result.indices):
-                        writer.writerow([namer(int(index)), int(result.labels[i]), model, key, measure, f"{values[i]:.6g}"])  # fmt: skip
+                        yield [namer(int(index)), int(result.labels[i]), model, key, measure,
+                               f"{values[i]:.6g}"]  # fmt: skip
+
+    write_csv(path, ["image", "label", "model", "protocol", "measure", "value"], rows())
 
 
 def compare_models(
@@ -610,6 +674,7 @@ def build_model(
         config.get("interpolation", "bicubic"), args.num_images, args.seed,
         keep_original=any(p.uses_original for p in protocols),
         crop_mode=config.get("crop_mode"), labels=args.labels,
+        max_pixels=args.max_image_pixels, exif_orientation=args.exif_orientation,
     )  # fmt: skip
     return classifier, protocols, probed, dataset, object_scale
 
@@ -676,21 +741,62 @@ def preflight(args: Namespace) -> str | None:
 
 
 def resume_args(parser: ArgumentParser, args: Namespace) -> Namespace | str:
-    """The arguments of the interrupted run in ``args.resume`` (its config.yaml)."""
+    """The arguments of the interrupted run in ``args.resume``: its own config.yaml, checked
+    against the config the run started with (results.json). Flags given beside ``--resume``
+    are applied when they change how the run computes, not what (``RESUME_CAN_CHANGE``), and
+    refused otherwise."""
     folder = Path(args.resume)
     config = folder / "config.yaml"
     if not config.is_file():
         return f"--resume {folder}: no config.yaml there (not an evaluate.py run folder)"
-    previous = (
-        json.loads((folder / "results.json").read_text())
-        if (folder / "results.json").is_file()
-        else {}
-    )
+    if problem := check_config_values(config):
+        return f"--resume {folder}: {problem}"
+    defaults = parser.get_defaults()
+    given = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("resume", "config", "__default_config__") and value != defaults.get(key)
+    }
+    refused = [key for key in given if key not in RESUME_CAN_CHANGE]
+    if refused:
+        flags = ", ".join("--" + key.replace("_", "-") for key in refused)
+        return (
+            f"--resume {folder} continues the run with its own config.yaml; {flags} would change "
+            "what it measures: drop them, or start a new run with --output"
+        )
+    previous: dict[str, Any] = {}
+    if (folder / "results.json").is_file():
+        previous = read_json(folder / "results.json")
     if previous.get("complete"):
         return f"--resume {folder}: that run is complete; nothing to resume"
     resumed = parser.parse_args(["--config", str(config)])
+    if "config" in previous:
+        edited = config_differences(previous["config"], run_settings(resumed))
+        if edited:
+            return (
+                f"--resume {folder}: config.yaml was edited after the run started ({edited}); "
+                "restore it, or start a new run with the new settings"
+            )
+    for key, value in given.items():
+        setattr(resumed, key, value)
+        print(f"resume: applying --{key.replace('_', '-')} {value}", file=sys.stderr)
     resumed.output, resumed.resume, resumed.overwrite = folder, folder, True
     return resumed
+
+
+def run_settings(args: Namespace) -> dict[str, Any]:
+    """The settings that decide a run's numbers (results.json ``config``), JSON-ready."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "config"}
+
+
+def config_differences(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """``"key: old -> new, ..."`` for the settings that decide the numbers and differ."""
+    keys = [k for k in {**before, **now} if k not in NOT_CONFIG]
+    return ", ".join(
+        f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
+        for key in keys
+        if before.get(key) != now.get(key)
+    )
 
 
 def model_file(output: Path, position: int) -> Path:
@@ -737,7 +843,7 @@ def record_model(
     results["weights"][spec] = measured.weights
     results["skipped"][spec] = [{"image": n, "reason": r} for n, r in evaluator.skipped]
     save_model_results(model_file(output, position), evaluator.per_image, evaluator.curves)
-    write_json_atomically(output / "results.json", results)  # after every model
+    write_json(output / "results.json", results)  # after every model
     for stale in (output / "partial").glob(f"model{position}.rank*.pt"):
         stale.unlink()
     return None
@@ -746,13 +852,22 @@ def record_model(
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.resume is not None:
-        args = resume_args(parser, args)
-        if isinstance(args, str):
-            print(f"error: {args}", file=sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for path in config_files(argv):  # before jsonargparse reads it: a hostile file fails fast
+        if problem := check_config_values(path):
+            print(f"error: {problem}", file=sys.stderr)
             return 2
-    problem = check_args(args) or check_runtime(args.accelerator, args.precision)
+    args = parser.parse_args(argv)
+    try:
+        if args.resume is not None:
+            args = resume_args(parser, args)
+            if isinstance(args, str):
+                print(f"error: {args}", file=sys.stderr)
+                return 2
+    except RunFolderError as err:
+        print(f"error: --resume: {err}", file=sys.stderr)
+        return 2
+    problem = check_args(args) or check_runtime(args.accelerator, args.precision, args.devices)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -768,18 +883,65 @@ def main(argv: list[str] | None = None) -> int:
         if args.output is None and is_main and output.is_dir() and not any(output.iterdir()):
             output.rmdir()  # the fresh default folder: leave nothing behind
         return 2
+    try:
+        with RunLock(output) if is_main else nullcontext():
+            return run(parser, args, output, is_main)
+    except RunFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def run_manifest(args: Namespace) -> dict[str, Any]:
+    """What the run measures: its images in order (``data_manifest``), read without decoding."""
+    dataset = build_eval_dataset(args.data, 32, args.data_root, num_images=args.num_images,
+                                 seed=args.seed, labels=args.labels)  # fmt: skip
+    return data_manifest(dataset)
+
+
+def start_files(parser: ArgumentParser, args: Namespace, output: Path) -> dict[str, Any]:
+    """Before the first model: what the run is (config.yaml, manifest.json) and results.json
+    saying nothing is complete, so a run killed at any moment can be resumed; or, resuming,
+    the checks that the data are what the run measured. Returns the earlier results."""
+    manifest = run_manifest(args)
+    previous = read_json(output / "results.json") if (output / "results.json").is_file() else {}
+    if args.resume is not None and (output / MANIFEST).is_file():
+        if change := manifest_changes(read_json(output / MANIFEST), manifest):
+            raise DataChanged(
+                f"--resume {output}: {change}; restore the data, or start a new run on it"
+            )
+        return previous
+    if args.resume is None:
+        write_atomically(output / "config.yaml", parser.dump(args))
+    write_json(output / MANIFEST, manifest)
+    if not previous:
+        write_json(output / "results.json", {"complete": False, "config": run_settings(args),
+                                             "models": {}, "missing": list(args.models)})  # fmt: skip
+    return previous
+
+
+class DataChanged(ValueError):
+    """The data of a run changed before it was resumed."""
+
+
+def run(parser: ArgumentParser, args: Namespace, output: Path, is_main: bool) -> int:
+    """Measure every model of ``args`` into ``output`` (continuing an interrupted run), then
+    write the outputs; results.json says ``complete: true`` only once every file is written."""
     pl.seed_everything(args.seed, verbose=False)
-    previous = json.loads((output / "results.json").read_text()) if args.resume else {}
-    if is_main and not args.resume:
-        (output / "config.yaml").write_text(parser.dump(args))
+    previous: dict[str, Any] = {}
+    if is_main:
+        try:
+            previous = start_files(parser, args, output)
+        except DataChanged as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     results: dict[str, Any] = {
         "complete": False,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "config"},
+        "config": run_settings(args),
         "models": {},
         "subsampling": dict(previous.get("subsampling", {})),
         "weights": dict(previous.get("weights", {})),
         "skipped": dict(previous.get("skipped", {})),
-    }  # fmt: skip
+    }
     runs: list[ModelRun] = []
     per_image: dict[str, dict[str, ProtocolResult]] = {}
     configs: dict[str, dict[str, Any]] = {}
@@ -799,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
             except Interrupted as stopped:
                 if is_main:
                     results["missing"] = args.models[position:]
-                    write_json_atomically(output / "results.json", results)
+                    write_json(output / "results.json", results)
                     print(f"\ninterrupted during {spec}: results.json says complete: false; "
                           f"continue with: python evaluate.py --resume {output}", file=sys.stderr)  # fmt: skip
                 return 128 + stopped.signum
@@ -808,6 +970,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             if measured.trainer.global_rank != 0:
                 continue
+            results["missing"] = args.models[position + 1 :]
             if problem := record_model(spec, position, measured, output, results):
                 print(f"error: {problem}", file=sys.stderr)
                 return 1
@@ -820,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
     if not is_main:
         return 0
+    results.pop("missing", None)
     pairs = [tuple(args.compare)] if args.compare else list(combinations(args.models, 2))
     results["comparisons"] = compare_models(per_image, pairs, args.resamples, args.seed)  # type: ignore[arg-type]
     contrasts = {
@@ -835,12 +999,16 @@ def main(argv: list[str] | None = None) -> int:
         }
         if published:
             results["table1_published"] = published
-    results["complete"] = True
-    write_json_atomically(output / "results.json", results)
+    write_json(output / "results.json", results)  # every number, still complete: false
     if namer is None:
         namer = image_namer(build_eval_dataset(args.data, 32, args.data_root, num_images=args.num_images,
                                                seed=args.seed, labels=args.labels))  # fmt: skip
-    write_outputs(args, output, results, per_image, runs, configs, namer)
+    if problem := write_outputs(args, output, results, per_image, runs, configs, namer):
+        print(f"error: {problem}; results.json says complete: false, and python evaluate.py "
+              f"--resume {output} writes the missing outputs", file=sys.stderr)  # fmt: skip
+        return 1
+    results["complete"] = True
+    write_json(output / "results.json", results)  # last: every other file is written
     return 0
 
 
@@ -852,19 +1020,19 @@ def write_outputs(
     runs: list[ModelRun],
     configs: dict[str, dict[str, Any]],
     namer: Callable[[int], str],
-) -> None:
-    """CSVs, skipped.txt, the table, figures and loggers, after results.json is complete."""
+) -> str | None:
+    """CSVs, skipped.csv, the table, figures and loggers (before results.json says complete);
+    the first output that could not be written, as a message, or None."""
     write_per_image_csv(output / "per_image.csv", list(per_image.items()), namer)
     write_measures_csv(output / "per_image_measures.csv", list(per_image.items()), namer)
     skipped = [
-        f"{model}\t{s['image']}\t{s['reason']}"
-        for model, rows in results["skipped"].items()
-        for s in rows
+        [model, s["image"], s["reason"]] for model, rows in results["skipped"].items() for s in rows
     ]
+    (output / "skipped.txt").unlink(missing_ok=True)  # the tab-separated form of older runs
     if skipped:
-        (output / "skipped.txt").write_text("model\timage\treason\n" + "\n".join(skipped) + "\n")
+        write_csv(output / "skipped.csv", ["model", "image", "reason"], skipped)
         print(
-            f"skipped {len(skipped)} unreadable images (names and reasons in skipped.txt)",
+            f"skipped {len(skipped)} unreadable images (names and reasons in skipped.csv)",
             file=sys.stderr,
         )
     print()
@@ -880,8 +1048,8 @@ def write_outputs(
     if runs:
         try:
             figures = write_figures(runs, output / "figures", label_namer(args))
-        except Exception as err:  # results.json and the CSVs are written; report, don't lose them
-            print(f"warning: drawing the figures failed: {err!r}", file=sys.stderr)
+        except Exception as err:  # the numbers are written; the figures are not
+            return f"the figures could not be drawn ({type(err).__name__}: {err})"
     print(f"\nresults: {output / 'results.json'}\nper-image: {output / 'per_image.csv'}")
     if figures:
         print(f"figures: {output / 'figures'} ({len(figures)} PNG)")
@@ -892,6 +1060,7 @@ def write_outputs(
         log_evaluation(
             create_logger("csv", output, output.name, {}), results["models"], rows, figures
         )
+    return None
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks import RandomStateCheckpoint
 from lightning_inv.allocator import keep_freed_memory
+from lightning_inv.data.images import LabelMappingError
 from lightning_inv.data.training import ClassificationDataModule
 from lightning_inv.loggers import finish_wandb
 from lightning_inv.module import (
@@ -42,6 +43,7 @@ from lightning_inv.module import (
     InvarianceClassifier,
     NonFiniteLossError,
 )
+from lightning_inv.preflight import check_output
 
 RUN_ARTIFACTS = ("checkpoints", "config.yaml", "invariance_history.json", "invariance_test.json",
                  "figures", "wandb")  # fmt: skip
@@ -115,6 +117,9 @@ class InvarianceCLI(LightningCLI):
                 and not init.dirpath
             ):
                 init.dirpath = str(root / "checkpoints")
+        for folder in [root, *logger_folders(logger)]:
+            if problem := check_output(folder):
+                raise RunFolderError(problem.replace("--output", "run folder"))
         if self.subcommand != "fit" or config.get("ckpt_path"):
             return
         earlier = [name for name in RUN_ARTIFACTS if (root / name).exists()]
@@ -128,6 +133,17 @@ class InvarianceCLI(LightningCLI):
         for name in earlier:  # --overwrite: the earlier run goes, nothing of it is mixed in
             path = root / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def logger_folders(logger: object) -> list[Path]:
+    """The ``save_dir`` of each configured logger (W&B, CSV, ...) that names one."""
+    folders = []
+    for entry in logger if isinstance(logger, list) else [logger]:
+        init = getattr(entry, "init_args", None)
+        save_dir = getattr(init, "save_dir", None) if init is not None else None
+        if save_dir:
+            folders.append(Path(save_dir))
+    return folders
 
 
 class KeepDescriptionLayout(DefaultHelpFormatter):
@@ -179,7 +195,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # jsonargparse wraps errors raised while instantiating classes
-        cause = root_cause(err, ConfigError)
+        cause = root_cause(err, ConfigError) or root_cause(err, LabelMappingError)
         if cause is None:
             raise
         print(f"error: {cause}", file=sys.stderr)

@@ -24,7 +24,6 @@ writes ``<log_dir>/invariance_test.json``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from lightning_inv.data.images import collate_skipping
 from lightning_inv.measure import ProtocolMeasures, ProtocolResult, measure_batch
 from lightning_inv.protocols import Protocol, RandomLocation, Region, Translate
 from lightning_inv.protocols.views import Direction
+from lightning_inv.run_folder import write_json
 
 
 @dataclass
@@ -236,9 +236,7 @@ class InvarianceEvaluation(Callback):
         else:  # a separate file: a later `train.py test` must not overwrite the training history
             name, content = f"invariance_{stage}.json", record
         if trainer.is_global_zero and log_dir:
-            path = Path(log_dir) / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(content, indent=2))
+            write_json(Path(log_dir) / name, content)  # atomic: a kill never halves the history
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:

@@ -11,7 +11,7 @@ data set index, so 1 or N processes give the same numbers and intervals. Batches
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from lightning_inv.measure import ProtocolMeasures, ProtocolResult, measure_batch
 from lightning_inv.metrics.nonshiftability import FeatureSums, probe_points
 from lightning_inv.protocols.views import Protocol
+from lightning_inv.run_folder import RunFolderError, write_atomically
 from lightning_inv.statistics import RESAMPLES
 
 
@@ -175,18 +176,16 @@ class InvarianceEvaluator(pl.LightningModule):
         return self.partial_path.with_name(f"{self.partial_path.name}.rank{rank}.pt")
 
     def save_partial(self) -> None:
-        """Write this process's per-image states so far (temporary file + rename: an interrupt
+        """Write this process's per-image states so far (atomically: an interrupt or a full disk
         never leaves half a file)."""
         states = {
             p.key: {name: [t.cpu() for t in state] for name, state in m.metric_state.items()}
             for p, m in zip(self.protocols, self.measures, strict=True)
         }
         content = {"states": states, "skipped": self.skipped, "curves": self._curves}
-        path = self._partial_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save(content, temporary)
-        os.replace(temporary, path)
+        buffer = io.BytesIO()
+        torch.save(content, buffer)
+        write_atomically(self._partial_file(), buffer.getvalue())
 
     def load_partial(self, path: Path, restore: bool = True) -> set[int]:
         """The data set indices already measured in the files ``save_partial`` wrote under
@@ -194,8 +193,15 @@ class InvarianceEvaluator(pl.LightningModule):
         to this evaluator's."""
         done: set[int] = set()
         for file in sorted(path.parent.glob(f"{path.name}.rank*.pt")):
-            content = torch.load(file, map_location="cpu", weights_only=True)
-            for part in content["states"][self.protocols[0].key]["index"]:
+            try:
+                content = torch.load(file, map_location="cpu", weights_only=True)
+                states = [content["states"][p.key] for p in self.protocols]
+            except Exception as err:  # truncated, not a torch file, other protocols
+                raise RunFolderError(
+                    f"the saved states {file} cannot be read ({type(err).__name__}: {err}); "
+                    "delete the file and --resume measures that model from its first image"
+                ) from err
+            for part in states[0]["index"]:
                 done.update(int(i) for i in part)
             if not restore:
                 continue

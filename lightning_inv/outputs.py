@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import io
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
+
+from lightning_inv.run_folder import RunFolderError, write_atomically, write_json
 
 
 def default_run_folder(prefix: str, root: str | Path = "runs") -> Path:
@@ -34,17 +35,8 @@ def overwrite_refusal(folder: Path, overwrite: bool) -> str | None:
 
 
 def write_json_atomically(path: Path, content: Any) -> None:
-    """Write ``content`` as JSON to a temporary file beside ``path``, then rename it over
-    ``path``: a reader (or an interrupt) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(content, file, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """``content`` as strict JSON, written atomically (``run_folder.write_json``)."""
+    write_json(path, content)
 
 
 def save_model_results(path: Path, results: dict[str, Any], curves: dict[str, Any]) -> None:
@@ -64,10 +56,9 @@ def save_model_results(path: Path, results: dict[str, Any], curves: dict[str, An
             arrays[f"{key}|p_true"], arrays[f"{key}|top1"] = result.p_true, result.top1
     for key, sums in curves.items():
         arrays[f"{key}|curves"] = sums.numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(temporary, **arrays)
-    os.replace(temporary, path)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_atomically(path, buffer.getvalue())
 
 
 def load_model_results(path: Path, protocols: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -77,13 +68,22 @@ def load_model_results(path: Path, protocols: list[Any]) -> tuple[dict[str, Any]
 
     from lightning_inv.measure import ProtocolResult
 
-    with np.load(path) as stored:
-        arrays = dict(stored)
+    try:
+        with np.load(path) as stored:
+            arrays = dict(stored)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise RunFolderError(
+            f"{path} is damaged ({type(err).__name__}: {err}); delete it and --resume measures "
+            "that model again"
+        ) from err
     results, curves = {}, {}
     for protocol in protocols:
         key = protocol.key
         if f"{key}|indices" not in arrays:
-            raise KeyError(f"{path} holds no results for protocol {key}")
+            raise RunFolderError(
+                f"{path} holds no results for protocol {key}: the run's protocols changed; "
+                "start a new run"
+            )
         prefix_value, prefix_shift = f"{key}|value|", f"{key}|shift|"
         prefix_depth = f"{key}|depth|"
         results[key] = ProtocolResult(

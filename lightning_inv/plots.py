@@ -8,6 +8,7 @@ the training callback (``callbacks.InvarianceFigures``) and the bias command cal
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from lightning_inv.protocols.views import Protocol
+from lightning_inv.run_folder import write_atomically
 
 if TYPE_CHECKING:
     from lightning_inv.bias.analysis import BoxGeometry, CategoryBias
@@ -32,11 +34,13 @@ Rows = np.ndarray | Sequence[Mapping[str, Any]]  # P(true class) [N, T], or rows
 
 
 def save(figure: Figure, path: Path) -> Path:
-    """Write ``figure`` to ``path`` (PNG, 120 dpi) and free it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    """Write ``figure`` to ``path`` (PNG, 120 dpi, atomically) and free it."""
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return write_atomically(Path(path), buffer.getvalue())
 
 
 def probability_matrix(rows: Rows) -> np.ndarray:

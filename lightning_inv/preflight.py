@@ -117,8 +117,99 @@ def check_output(folder: Path) -> str | None:
     return None
 
 
-def check_runtime(accelerator: str, precision: str | None) -> str | None:
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+MAX_CONFIG_BYTES = 1 << 20  # a config of flags is a few KB
+MAX_CONFIG_VALUES = 100_000  # values after YAML aliases are expanded
+
+
+def check_config_file(path: str | Path) -> str | None:
+    """Why a ``--config`` YAML file cannot be read safely, or None: missing, over 1 MB, not
+    UTF-8, not YAML, or aliases that expand to more than 100,000 values (nine levels of anchors
+    expand to billions: a parser that follows them hangs and fills the memory)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            return f"--config {path} is {size:,} bytes; a config of flags is a few KB (limit 1 MB)"
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return f"--config {path}: no such file"
+    except UnicodeDecodeError as err:
+        return f"--config {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+    except OSError as err:
+        return f"--config {path} cannot be read ({err.strerror or err})"
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        return f"--config {path} is not valid YAML: {str(err).splitlines()[0]}"
+    values = _expanded_values(root)
+    if values is None or values > MAX_CONFIG_VALUES:
+        return (
+            f"--config {path}: its YAML aliases expand to more than {MAX_CONFIG_VALUES:,} values "
+            "(or refer to themselves); write the values out instead of repeating anchors"
+        )
+    return None
+
+
+def _expanded_values(root: object) -> int | None:
+    """How many values a composed YAML node expands to (aliases counted every time they are
+    used, each node sized once); None for a node that contains itself."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: object) -> int | None:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            return None
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        for child in children:
+            inner = size(child)
+            if inner is None:
+                return None
+            total += inner
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    return 0 if root is None else size(root)
+
+
+def check_devices(devices: object) -> str | None:
+    """``--devices``: ``auto``, a count, -1 (all) or device indices (``0,1`` or a list)."""
+    text = str(devices).strip()
+    if isinstance(devices, list | tuple):
+        parts = [str(d) for d in devices]
+    elif text == "auto" or text == "-1":
+        return None
+    else:
+        parts = [p.strip() for p in text.strip("[]").split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts) or (len(parts) == 1 and int(parts[0]) < 1):
+        return (
+            f"--devices {devices!r} is not auto, a count of devices (1, 2, ...), -1 (all) or "
+            "device indices (0,1)"
+        )
+    return None
+
+
+def check_runtime(accelerator: str, precision: str | None, devices: object = "auto") -> str | None:
     """Trainer settings that would fail after the first model is loaded."""
+    if str(accelerator) not in ACCELERATORS:
+        return f"--accelerator {accelerator} is not one of {', '.join(ACCELERATORS)}"
+    if problem := check_devices(devices):
+        return problem
     if precision is not None and str(precision) not in PRECISIONS:
         return f"--precision {precision} is not one of {', '.join(PRECISIONS)}"
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():

@@ -78,7 +78,7 @@ def test_command_writes_results_and_figures(example, tmp_path, repo_root):
         cwd=repo_root, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "location 1, size 1, both 1 of 2 categories" in done.stdout
+    assert "location 1 of 2, size 1 of 2, both 1 of 2 categories" in done.stdout
     assert "skipped" in done.stderr and "malformed.xml" in done.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["summary"]["skipped_annotations"] == 3
@@ -116,3 +116,30 @@ def test_header_only_csv_and_a_bad_alpha_are_clear_errors(tmp_path, capsys):
     assert "no usable boxes" in message and "hold no boxes" in message  # not "see above"
     assert main([str(empty), "--alpha", "2", "--output", str(tmp_path / "p")]) == 2
     assert "--alpha must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_whole_image_boxes_count_for_size_and_results_are_strict_json(tmp_path):
+    """A category whose boxes all span their images has no location test (NaN p-values), but
+    its size test still rejects. Before: the category was left out of every count, and
+    results.json held bare NaN (not JSON). A VOC file whose name is not UTF-8 is reported
+    in problems.txt (before: the command crashed writing it)."""
+    import os
+
+    from lightning_inv.bias.__main__ import main
+    from lightning_inv.bias.synthetic import voc_xml
+
+    folder = tmp_path / "xml"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"full{i}.xml").write_text(voc_xml(f"full{i}", "n00000009", (0, 0, 64, 48, 64, 48)))
+    with open(os.path.join(os.fsencode(folder), b"bad\xff.xml"), "w") as handle:
+        handle.write("<annotation><object>")
+    out = tmp_path / "run"
+    assert main([str(folder), "--output", str(out), "--min-boxes", "5"]) == 0
+    text = (out / "results.json").read_text(encoding="utf-8")
+    results = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in results.json"))
+    summary = results["summary"]
+    assert summary["tested_location"] == 0 and summary["tested_size"] == 1
+    assert summary["nonuniform_size"] == 1
+    assert results["categories"]["n00000009"]["pvalues"]["x_position"] is None
+    assert "bad\\xff.xml" in (out / "problems.txt").read_text(encoding="utf-8")

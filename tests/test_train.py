@@ -20,7 +20,7 @@ from lightning_inv.data.augment import (
 )
 from lightning_inv.data.digits import CentredDigits
 from lightning_inv.data.training import DigitsDataModule, ImageFolderDataModule
-from lightning_inv.module import InvarianceClassifier
+from lightning_inv.module import ConfigError, InvarianceClassifier
 
 SMOKE = "configs/digits_smoke.yaml"
 
@@ -192,9 +192,9 @@ def test_epoch_seeded_sampler_shards_disjointly_and_encodes_the_epoch():
 
 def test_invalid_augmentation_is_refused():
     with pytest.raises(ValueError, match="translate"):
-        Augmentation(translate=1.5)
-    with pytest.raises(ValueError, match="scale"):
-        Augmentation(scale=(1.2, 0.8))
+        build_transform(Augmentation(translate=1.5), 32)
+    with pytest.raises(ConfigError, match=r"--data\.augmentation\.scale"):
+        DigitsDataModule(augmentation=Augmentation(scale=(1.2, 0.8)))
 
 
 @pytest.mark.slow

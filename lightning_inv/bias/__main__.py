@@ -18,8 +18,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +28,7 @@ from lightning_inv.bias.synthetic import write_example
 from lightning_inv.loggers import LOGGER_CHOICES, create_logger, finish_wandb
 from lightning_inv.outputs import default_run_folder, overwrite_refusal
 from lightning_inv.plots import plot_fig5_category, plot_fig5_pvalues, save
+from lightning_inv.run_folder import write_atomically, write_csv, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,21 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(categories, args.alpha)
     summary["skipped_annotations"] = len(problems)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "problems.txt").write_text("".join(f"{p}\n" for p in problems))
+    write_atomically(output / "problems.txt", "".join(f"{p}\n" for p in problems))
     results = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "summary": summary,
         "categories": {c.synset: asdict(c) for c in categories},
     }
-    (output / "results.json").write_text(json.dumps(results, indent=2))
-    with (output / "categories.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["synset", "boxes", "p_x", "p_y", "p_width", "p_height", "mean_cx", "mean_cy",
-                         "mean_width", "mean_height"])  # fmt: skip
-        for c in categories:
-            p = c.pvalues
-            writer.writerow([c.synset, c.num_boxes, p["x_position"], p["y_position"], p["width"],
-                             p["height"], c.mean_cx, c.mean_cy, c.mean_width, c.mean_height])  # fmt: skip
+    write_json(output / "results.json", results)  # strict JSON: an untested p-value is null
+    header = ["synset", "boxes", "p_x", "p_y", "p_width", "p_height", "mean_cx", "mean_cy",
+              "mean_width", "mean_height"]  # fmt: skip
+    write_csv(output / "categories.csv", header, (
+        [c.synset, c.num_boxes, c.pvalues["x_position"], c.pvalues["y_position"],
+         c.pvalues["width"], c.pvalues["height"], c.mean_cx, c.mean_cy, c.mean_width,
+         c.mean_height] for c in categories
+    ))  # fmt: skip
     groups = group_by_synset(boxes)
     chosen = args.category or max(groups, key=lambda s: len(groups[s]))
     figures = {}
@@ -135,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{summary['boxes']} boxes, {summary['categories']} categories "
         f"({summary['tested_categories']} with >= {args.min_boxes} boxes), "
         f"{len(problems)} annotations skipped.\n"
-        f"non-uniform at p < {args.alpha:g}: location {summary['nonuniform_location']}, "
-        f"size {summary['nonuniform_size']}, both {summary['nonuniform_location_and_size']} "
-        f"of {summary['tested_categories']} categories"
+        f"non-uniform at p < {args.alpha:g}: location {summary['nonuniform_location']} of "
+        f"{summary['tested_location']}, size {summary['nonuniform_size']} of "
+        f"{summary['tested_size']}, both {summary['nonuniform_location_and_size']} of "
+        f"{summary['tested_both']} categories"
     )
     print(
         f"results: {output / 'results.json'}\nfigures: {', '.join(str(p) for p in figures.values())}"

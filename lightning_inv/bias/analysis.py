@@ -81,10 +81,16 @@ class CategoryBias:
 
     def location_pvalue(self) -> float:
         """The smaller of the x and y position p-values (NaN if neither was tested)."""
-        return float(np.nanmin([self.pvalues["x_position"], self.pvalues["y_position"]]))
+        return _smaller(self.pvalues["x_position"], self.pvalues["y_position"])
 
     def size_pvalue(self) -> float:
-        return float(np.nanmin([self.pvalues["width"], self.pvalues["height"]]))
+        """The smaller of the width and height p-values (NaN if neither was tested)."""
+        return _smaller(self.pvalues["width"], self.pvalues["height"])
+
+
+def _smaller(first: float, second: float) -> float:
+    finite = [p for p in (first, second) if np.isfinite(p)]
+    return min(finite) if finite else float("nan")
 
 
 def group_by_synset(boxes: Sequence[Box]) -> dict[str, list[Box]]:
@@ -117,18 +123,24 @@ def summarize(categories: Sequence[CategoryBias], alpha: float = 1e-10) -> dict[
     """How many tested categories reject uniform location / size at ``p < alpha``.
 
     A category counts as non-uniform in location if its x or y test rejects (size: width or
-    height); ``both`` needs both. Categories with too few boxes are not tested.
+    height); ``both`` needs both. Each null counts the categories it could test: one whose boxes
+    all span the image has no location test but still a size test (and a size that is always
+    the whole image is as non-uniform as a size can be). Categories with too few boxes are not
+    tested.
     """
-    tested = [
-        c for c in categories if np.isfinite(c.location_pvalue()) and np.isfinite(c.size_pvalue())
-    ]
-    location = sum(c.location_pvalue() < alpha for c in tested)
-    size = sum(c.size_pvalue() < alpha for c in tested)
-    both = sum(c.location_pvalue() < alpha and c.size_pvalue() < alpha for c in tested)
+    location_tested = [c for c in categories if np.isfinite(c.location_pvalue())]
+    size_tested = [c for c in categories if np.isfinite(c.size_pvalue())]
+    both_tested = [c for c in location_tested if np.isfinite(c.size_pvalue())]
+    location = sum(c.location_pvalue() < alpha for c in location_tested)
+    size = sum(c.size_pvalue() < alpha for c in size_tested)
+    both = sum(c.location_pvalue() < alpha and c.size_pvalue() < alpha for c in both_tested)
     return {
         "alpha": alpha,
         "categories": len(categories),
-        "tested_categories": len(tested),
+        "tested_categories": len({c.synset for c in location_tested + size_tested}),
+        "tested_location": len(location_tested),
+        "tested_size": len(size_tested),
+        "tested_both": len(both_tested),
         "nonuniform_location": int(location),
         "nonuniform_size": int(size),
         "nonuniform_location_and_size": int(both),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from lightning_inv.data.images import IMAGE_SUFFIXES
+from lightning_inv.data.images import IMAGE_SUFFIXES, display_name
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.reason}"
+        return display_name(f"{self.file}: {self.reason}")
 
 
 def _checked(box: Box, source: str) -> Box | Problem:

@@ -40,19 +40,24 @@ class Augmentation:
     hflip: float = 0.0
     fill: float = 0.0
 
-    def __post_init__(self) -> None:
+    def problem(self, prefix: str = "augmentation") -> str | None:
+        """The first setting out of its range, as a message naming ``{prefix}.{setting}``, or
+        None. Checked when a data module takes the augmentation (not while a command line is
+        parsed, where an exception becomes a page of nested parser errors)."""
         if not 0 <= self.translate < 1:
-            raise ValueError(f"translate is a fraction of the side in [0, 1), got {self.translate}")
-        if not 0 < self.scale[0] <= self.scale[1]:
-            raise ValueError(f"scale must be an increasing positive range, got {self.scale}")
-        if not 0 <= self.hflip <= 1:
-            raise ValueError(f"hflip is a probability, got {self.hflip}")
-        if self.random_resized_crop is not None and not (
-            0 < self.random_resized_crop[0] <= self.random_resized_crop[1] <= 1
-        ):
-            raise ValueError(
-                f"random_resized_crop is an area range in (0, 1], got {self.random_resized_crop}"
+            return f"{prefix}.translate is a fraction of the side in [0, 1), got {self.translate}"
+        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
+            return (
+                f"{prefix}.scale must be an increasing positive range [low, high], got {self.scale}"
             )
+        if not 0 <= self.hflip <= 1:
+            return f"{prefix}.hflip is a probability in [0, 1], got {self.hflip}"
+        if self.rotate < 0:
+            return f"{prefix}.rotate is the largest rotation in degrees, >= 0, got {self.rotate}"
+        crop = self.random_resized_crop
+        if crop is not None and not (len(crop) == 2 and 0 < crop[0] <= crop[1] <= 1):
+            return f"{prefix}.random_resized_crop is an area range in (0, 1], got {crop}"
+        return None
 
     @property
     def affine(self) -> bool:
@@ -60,9 +65,12 @@ class Augmentation:
 
 
 def build_transform(augmentation: Augmentation | None, size: int) -> A.Compose | None:
-    """The albumentations pipeline for images of ``size`` px (``None`` when nothing is on)."""
+    """The albumentations pipeline for images of ``size`` px (``None`` when nothing is on);
+    ``ValueError`` for a setting out of its range."""
     if augmentation is None:
         return None
+    if problem := augmentation.problem():
+        raise ValueError(problem)
     steps: list[A.BasicTransform] = []
     if augmentation.random_resized_crop is not None:
         steps.append(A.RandomResizedCrop((size, size), scale=augmentation.random_resized_crop))

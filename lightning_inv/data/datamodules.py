@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_inv.data.digits import CentredDigits
 from lightning_inv.data.images import (
+    MAX_IMAGE_PIXELS,
     LabelledImage,
     LabelledImageDataset,
     collate_skipping,
@@ -56,6 +57,8 @@ def build_eval_dataset(
     keep_original: bool = False,
     crop_mode: str | None = None,
     labels: str = "auto",
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    exif_orientation: str = "ignore",
 ) -> Dataset:
     """Evaluation images as [3, size, size] in [0, 1] with labels and indices (and the original
     photos with ``keep_original``).
@@ -65,9 +68,11 @@ def build_eval_dataset(
     indices (``lightning_inv.data.images.resolve_labels``);
     ``digits``: scikit-learn's test digits, cropped tight to ``size`` px (10 classes); the
     protocols place them (``Translate(scale=0.5)`` puts one where ``DigitsDataModule`` trains it).
+    ``max_pixels`` and ``exif_orientation``: see ``LabelledImageDataset``.
     """
     photos = {"crop_pct": crop_pct, "interpolation": interpolation,
-              "keep_original": keep_original, "crop_mode": crop_mode}  # fmt: skip
+              "keep_original": keep_original, "crop_mode": crop_mode,
+              "max_pixels": max_pixels, "exif_orientation": exif_orientation}  # fmt: skip
     if name == "sample":
         dataset: Dataset = LabelledImageDataset(sample_items(), size, **photos)
     elif name == "imagenet_val":

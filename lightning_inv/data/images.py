@@ -9,6 +9,7 @@ also holds the original photo (``original``, [3, h, w] in [0, 1], its longer sid
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from timm.data import ImageNetInfo
 from timm.data.transforms_factory import transforms_imagenet_eval
 from torch.utils.data import Dataset
@@ -25,6 +26,19 @@ from torchvision.transforms import v2
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
 MAX_ORIGINAL_SIDE = 1024  # px; ImageNet photos (~500 px) are kept as they are
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (about 0.25 GB as RGB)
+EXIF_ORIENTATION = ("ignore", "apply")
+
+
+def display_name(name: str) -> str:
+    """A file name as text every output can hold: names are bytes on disk, and a name that is not
+    valid UTF-8 reaches Python with surrogate escapes, which no UTF-8 file or terminal accepts;
+    each such byte is written as ``\\xNN`` (``ab\\xff.jpg``). Valid names are unchanged."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", errors="backslashreplace")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -78,8 +92,35 @@ def eval_transform(
     return v2.Compose([timm_eval, v2.ToDtype(torch.float32, scale=True)])
 
 
+EXIF_ORIENTATION_TAG = 0x0112
+_rotated_warned = False
+
+
+def _warn_rotated(path: Path) -> None:
+    """Once per process: a photo carries an EXIF rotation that is being ignored."""
+    global _rotated_warned
+    _rotated_warned = True
+    warnings.warn(
+        f"{path.name} (and perhaps others) has an EXIF orientation tag: it is measured as stored, "
+        "as torchvision and timm load it; pass --exif-orientation apply to measure photos as "
+        "a person sees them",
+        stacklevel=3,
+    )
+
+
+class ImageTooLarge(ValueError):
+    """An image with more pixels than the limit (a decompression bomb, or a scan far larger
+    than a photo): skipped and named like an unreadable one."""
+
+
 class LabelledImageDataset(Dataset):
-    """Yields ``{"image": [3, S, S] in [0, 1], "label", "index", "name"}``; ``None`` if unreadable."""
+    """Yields ``{"image": [3, S, S] in [0, 1], "label", "index", "name"}``; ``None`` if unreadable.
+
+    ``max_pixels``: images with more pixels are skipped unread (their header says the size), so
+    one decompression bomb (a 30000 x 30000 PNG of 855 KB) cannot exhaust the memory of a run.
+    ``exif_orientation``: ``ignore`` measures a photo as stored, as torchvision's and timm's
+    loaders (and every reference script) do; ``apply`` rotates it as its EXIF orientation tag
+    says, as a person sees it (phone photos)."""
 
     def __init__(
         self,
@@ -89,25 +130,51 @@ class LabelledImageDataset(Dataset):
         interpolation: str = "bicubic",
         keep_original: bool = False,
         crop_mode: str | None = None,
+        max_pixels: int = MAX_IMAGE_PIXELS,
+        exif_orientation: str = "ignore",
     ) -> None:
+        if exif_orientation not in EXIF_ORIENTATION:
+            raise ValueError(
+                f"exif_orientation must be one of {', '.join(EXIF_ORIENTATION)}, got {exif_orientation!r}"
+            )
         self.items = list(items)
         self.transform = eval_transform(size, crop_pct, interpolation, crop_mode)
         self.keep_original = keep_original
+        self.max_pixels = max_pixels
+        self.exif_orientation = exif_orientation
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def _open(self, path: Path) -> Image.Image:
+        """The decoded RGB image; ``ImageTooLarge`` before decoding one above ``max_pixels``."""
+        Image.MAX_IMAGE_PIXELS = max(self.max_pixels, MAX_IMAGE_PIXELS)  # our check decides
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                pixels = img.width * img.height
+                if pixels > self.max_pixels:
+                    raise ImageTooLarge(
+                        f"{img.width} x {img.height} = {pixels:,} pixels, more than the limit of "
+                        f"{self.max_pixels:,} (a decompression bomb?); raise it with "
+                        "--max-image-pixels if the image is real"
+                    )
+                if self.exif_orientation == "apply":
+                    return to_rgb(ImageOps.exif_transpose(img))
+                if not _rotated_warned and img.getexif().get(EXIF_ORIENTATION_TAG, 1) != 1:
+                    _warn_rotated(path)
+                return to_rgb(img)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
         sample: dict[str, Any] = {"label": item.label, "index": index, "name": item.name}
         try:
-            with Image.open(item.path) as img:
-                rgb = to_rgb(img)
-                sample["image"] = self.transform(rgb)
-                if self.keep_original:
-                    sample["original"] = original_tensor(rgb)
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            warnings.warn(f"skipping unreadable image {item.path}: {err}", stacklevel=2)
+            rgb = self._open(item.path)
+            sample["image"] = self.transform(rgb)
+            if self.keep_original:
+                sample["original"] = original_tensor(rgb)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+            warnings.warn(f"skipping unreadable image {item.name}: {err}", stacklevel=2)
             return {**sample, "image": None, "reason": f"{type(err).__name__}: {err}"}
         return sample
 
@@ -221,7 +288,8 @@ def imagefolder_items(
     for folder in folders:
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in IMAGE_SUFFIXES and (path.is_file() or path.is_symlink()):
-                items.append(LabelledImage(path, mapping[folder.name], str(path.relative_to(root))))
+                name = display_name(str(path.relative_to(root)))
+                items.append(LabelledImage(path, mapping[folder.name], name))
     if not items:
         raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     return items, names

@@ -34,7 +34,7 @@ from lightning_inv.data.images import (
     imagefolder_items,
     resolve_labels,
 )
-from lightning_inv.module import check_settings
+from lightning_inv.module import ConfigError, check_settings
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -65,6 +65,8 @@ class ClassificationDataModule(pl.LightningDataModule):
             "data", batch_size=(batch_size, 1, None), num_workers=(num_workers, 0, None),
             max_train_images=(max_train_images, 1, None),
         )  # fmt: skip
+        if augmentation is not None and (problem := augmentation.problem("--data.augmentation")):
+            raise ConfigError(problem)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.augmentation = augmentation
@@ -207,6 +209,11 @@ class ImageFolderDataModule(ClassificationDataModule):
         except LabelMappingError as err:
             raise LabelMappingError(f"{self.root / val_dir}: {err}") from err
         self.num_classes = len(self.classes)
+        if self.num_classes < 2:
+            raise ConfigError(
+                f"{train_root} has {self.num_classes} class folder ({', '.join(self.classes)}): a "
+                "classifier needs at least 2 classes; add the other classes' folders"
+            )
 
     def train_set(self) -> Dataset:
         crop = self.augmentation is not None and self.augmentation.random_resized_crop is not None
