@@ -1,8 +1,9 @@
 """Crop selection: a consistency fix for any classifier, trained or not (``modify="rics"``).
 
 After Shifman & Weiss, "Lost in Translation: Modern Neural Networks Still Struggle With Small
-Realistic Image Transformations" (ECCV 2024), Robust Inference by Crop Selection (RICS); the rule
-as implemented is in docs/design.md ("Crop selection"). The model sees, instead of its input
+Realistic Image Transformations" (ECCV 2024), Robust Inference by Crop Selection (RICS). The rule
+is ours: their paper's text and code were not reachable, so this follows their stated mechanism
+and every constant is our choice (docs/design.md, "Crop selection"). The model sees, instead of its input
 frame, the square crop of side ``H - 2 * margin`` whose centre maximises a fixed
 shift-equivariant score of the frame (the frame's channel sum band-passed by a difference of
 Gaussians of ``sigma`` and ``2 * sigma`` px, read only where the kernels lie inside the frame),
