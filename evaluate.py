@@ -44,7 +44,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Dataset, Subset
 
 from lightning_inv.allocator import keep_freed_memory
-from lightning_inv.backbones import OFFLINE_WEIGHTS, BackboneError, checkpoint_placement
+from lightning_inv.cli.checks import (
+    check_config_file,
+    check_head,
+    check_output,
+    check_runtime,
+    data_labels,
+    is_checkpoint,
+    resolve_model,
+)
 from lightning_inv.data.datamodules import EVAL_DATASETS, EvalDataModule, build_eval_dataset
 from lightning_inv.data.images import (
     EXIF_ORIENTATION,
@@ -54,45 +62,7 @@ from lightning_inv.data.images import (
     imagefolder_items,
 )
 from lightning_inv.data.samples import imagenet_description
-from lightning_inv.evaluation import Interrupted, InvarianceEvaluator
-from lightning_inv.figures import ModelRun, write_figures
-from lightning_inv.loggers import (
-    LOGGER_CHOICES,
-    create_logger,
-    log_evaluation,
-    log_evaluation_to_wandb,
-    per_image_summary,
-)
-from lightning_inv.measure import ProtocolResult
-from lightning_inv.metrics.nonshiftability import PROBE_KINDS
-from lightning_inv.module import InvarianceClassifier
-from lightning_inv.outputs import (
-    default_run_folder,
-    load_model_results,
-    overwrite_refusal,
-    save_model_results,
-)
-from lightning_inv.preflight import (
-    check_config_file,
-    check_head,
-    check_output,
-    check_runtime,
-    data_labels,
-    is_checkpoint,
-    resolve_model,
-)
-from lightning_inv.presets import (
-    DEFAULT_EXPERIMENTS,
-    PAPER,
-    PRESETS,
-    PresetContext,
-    beside_published,
-    build_experiments,
-    table1_contrast,
-)
-from lightning_inv.progress import ImagesPerSecondBar
-from lightning_inv.protocols import FILL_MODES, Protocol, create_protocol
-from lightning_inv.run_folder import (
+from lightning_inv.files import (
     MANIFEST,
     RunFolderError,
     RunLock,
@@ -103,8 +73,38 @@ from lightning_inv.run_folder import (
     write_csv,
     write_json,
 )
-from lightning_inv.statistics import RESAMPLES, paired_difference
-from lightning_inv.subsampling import measure_subsampling
+from lightning_inv.measuring.core import ProtocolResult
+from lightning_inv.measuring.evaluator import Interrupted, InvarianceEvaluator
+from lightning_inv.measuring.nonshiftability import PROBE_KINDS
+from lightning_inv.measuring.statistics import RESAMPLES, paired_difference
+from lightning_inv.models.backbones import OFFLINE_WEIGHTS, BackboneError, checkpoint_placement
+from lightning_inv.models.classifier import InvarianceClassifier
+from lightning_inv.models.subsampling import measure_subsampling
+from lightning_inv.protocols import FILL_MODES, Protocol, create_protocol
+from lightning_inv.protocols.presets import (
+    DEFAULT_EXPERIMENTS,
+    PAPER,
+    PRESETS,
+    PresetContext,
+    beside_published,
+    build_experiments,
+    table1_contrast,
+)
+from lightning_inv.reporting.figures import ModelRun, write_figures
+from lightning_inv.reporting.loggers import (
+    LOGGER_CHOICES,
+    create_logger,
+    log_evaluation,
+    log_evaluation_to_wandb,
+    per_image_summary,
+)
+from lightning_inv.reporting.progress import ImagesPerSecondBar
+from lightning_inv.reporting.run_folder import (
+    default_run_folder,
+    load_model_results,
+    overwrite_refusal,
+    save_model_results,
+)
 
 OUTPUT_ENV = "LIGHTNING_INV_EVAL_OUTPUT"  # shares the default run folder with DDP workers
 

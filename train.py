@@ -34,16 +34,16 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks import RandomStateCheckpoint
 from lightning_inv.allocator import keep_freed_memory
+from lightning_inv.cli.checks import check_output
 from lightning_inv.data.images import LabelMappingError
 from lightning_inv.data.training import ClassificationDataModule
-from lightning_inv.loggers import finish_wandb
-from lightning_inv.module import (
+from lightning_inv.models.classifier import (
     ConfigError,
     DataMismatchError,
     InvarianceClassifier,
     NonFiniteLossError,
 )
-from lightning_inv.preflight import check_output
+from lightning_inv.reporting.loggers import finish_wandb
 
 RUN_ARTIFACTS = ("checkpoints", "config.yaml", "invariance_history.json", "invariance_test.json",
                  "figures", "wandb")  # fmt: skip
@@ -80,7 +80,7 @@ class CheckpointOnStop(Callback):
 
 TRAINER_DEFAULTS = {
     "default_root_dir": "runs/train",
-    "logger": {"class_path": "lightning_inv.loggers.AutoWandbLogger"},
+    "logger": {"class_path": "lightning_inv.reporting.loggers.AutoWandbLogger"},
     # Always on (not replaced by a config's callback list): exact resumption needs the RNGs.
     "callbacks": [RandomStateCheckpoint(), CheckpointOnStop()],
 }

@@ -46,10 +46,10 @@ from collections.abc import Callable
 import torch
 
 from lightning_inv.allocator import keep_freed_memory
-from lightning_inv.engine import view_logits
-from lightning_inv.module import InvarianceClassifier
-from lightning_inv.presets import PresetContext, build_experiments
+from lightning_inv.measuring.engine import view_logits
+from lightning_inv.models.classifier import InvarianceClassifier
 from lightning_inv.protocols import Crop, RandomLocation, Translate
+from lightning_inv.protocols.presets import PresetContext, build_experiments
 
 PRESETS = ("table1", "fig2", "fig6", "fig9", "zhang2019", "aps2021", "imagenet_p")
 
@@ -174,10 +174,10 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
 MEMORY_CHILD = """
 import resource, torch
 from lightning_inv.allocator import keep_freed_memory
-from lightning_inv.engine import view_logits
+from lightning_inv.measuring.engine import view_logits
 if {keep}:
     keep_freed_memory()
-from lightning_inv.measure import ProtocolMeasures
+from lightning_inv.measuring.core import ProtocolMeasures
 from lightning_inv.protocols import Translate
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),

@@ -18,7 +18,7 @@ import torch
 from engine_throughput import paired_seconds  # this folder: run as a script
 
 from lightning_inv.allocator import keep_freed_memory
-from lightning_inv.module import InvarianceClassifier
+from lightning_inv.models.classifier import InvarianceClassifier
 
 
 def main() -> None:

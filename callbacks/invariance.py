@@ -13,7 +13,7 @@ canvas region and object scales, optionally with thinned or thickened objects; t
 with the set's name (``unseen_random_location_black_s0.4/accuracy``, ``unseen_translate_black/
 p_top1_change``). The typicality study (README) compares a ``seen`` and an ``unseen`` region.
 
-It measures with the same core as ``evaluate.py`` (``lightning_inv.measure``), so a protocol has
+It measures with the same core as ``evaluate.py`` (``lightning_inv.measuring.core``), so a protocol has
 the same result key and measures in both (e.g. ``random_location_black_s0.3/accuracy``). Same
 views every epoch and on every rank: views are seeded by (seed, image index), and each rank takes
 a disjoint share of the images; per-image values are gathered over ranks. Numbers are logged as
@@ -36,10 +36,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lightning_inv.data.images import collate_skipping
-from lightning_inv.measure import ProtocolMeasures, ProtocolResult, measure_batch
+from lightning_inv.files import write_json
+from lightning_inv.measuring.core import ProtocolMeasures, ProtocolResult, measure_batch
 from lightning_inv.protocols import Protocol, RandomLocation, Region, Translate
-from lightning_inv.protocols.views import Direction
-from lightning_inv.run_folder import write_json
+from lightning_inv.protocols.base import Direction
 
 
 @dataclass

@@ -16,8 +16,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from callbacks.invariance import InvarianceEvaluation
-from lightning_inv import plots
 from lightning_inv.protocols import RandomLocation
+from lightning_inv.reporting import plots
 
 
 class InvarianceFigures(Callback):

@@ -26,7 +26,7 @@ def repo_root() -> Path:
 @pytest.fixture
 def tiny_classifier():
     """A 10-class resnet10t with seeded random weights (fast; no download)."""
-    from lightning_inv.module import InvarianceClassifier
+    from lightning_inv.models.classifier import InvarianceClassifier
 
     torch.manual_seed(0)
     return InvarianceClassifier("resnet10t", pretrained=False, num_classes=10).eval()

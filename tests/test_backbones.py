@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
-from lightning_inv import backbones
-from lightning_inv.backbones import BackboneError, create_backbone
 from lightning_inv.data.samples import SAMPLE_PHOTOS, imagenet_index
+from lightning_inv.models import backbones
+from lightning_inv.models.backbones import BackboneError, create_backbone
 
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 

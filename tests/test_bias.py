@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from lightning_inv.bias import BoxGeometry, analyse_categories, read_boxes, summarize
-from lightning_inv.bias.annotations import Box
-from lightning_inv.bias.synthetic import CENTRED, UNIFORM, write_example
+from lightning_inv.studies.bias import BoxGeometry, analyse_categories, read_boxes, summarize
+from lightning_inv.studies.bias.annotations import Box
+from lightning_inv.studies.bias.synthetic import CENTRED, UNIFORM, write_example
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_malformed_prediction_strings_are_reported(tmp_path):
 def test_command_writes_results_and_figures(example, tmp_path, repo_root):
     out = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "lightning_inv.bias", str(example / "xml"), "--output", str(out)],
+        [sys.executable, "-m", "lightning_inv.studies.bias", str(example / "xml"), "--output", str(out)],
         cwd=repo_root, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -86,7 +86,7 @@ def test_command_writes_results_and_figures(example, tmp_path, repo_root):
     assert (out / "fig5_category.png").stat().st_size > 5000
     assert (out / "fig5_pvalues.png").stat().st_size > 5000
     missing = subprocess.run(
-        [sys.executable, "-m", "lightning_inv.bias", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "lightning_inv.studies.bias", str(tmp_path / "nowhere")],
         cwd=repo_root, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert missing.returncode == 2 and "annotations not found" in missing.stderr
@@ -95,19 +95,19 @@ def test_command_writes_results_and_figures(example, tmp_path, repo_root):
 def test_a_size_missing_from_the_xml_is_read_from_the_image_file(example, tmp_path):
     from PIL import Image
 
-    from lightning_inv.bias.annotations import read_voc_file
+    from lightning_inv.studies.bias.annotations import read_voc_file
 
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (20, 12)).save(images / "nosize.JPEG")
-    from lightning_inv.bias.annotations import index_images
+    from lightning_inv.studies.bias.annotations import index_images
 
     boxes, problems = read_voc_file(example / "xml/broken/nosize.xml", index_images(images))
     assert problems == [] and (boxes[0].width, boxes[0].height) == (20, 12)
 
 
 def test_header_only_csv_and_a_bad_alpha_are_clear_errors(tmp_path, capsys):
-    from lightning_inv.bias.__main__ import main
+    from lightning_inv.studies.bias.__main__ import main
 
     empty = tmp_path / "LOC_val_solution.csv"
     empty.write_text("ImageId,PredictionString\n")
@@ -125,13 +125,15 @@ def test_whole_image_boxes_count_for_size_and_results_are_strict_json(tmp_path):
     in problems.txt (before: the command crashed writing it)."""
     import os
 
-    from lightning_inv.bias.__main__ import main
-    from lightning_inv.bias.synthetic import voc_xml
+    from lightning_inv.studies.bias.__main__ import main
+    from lightning_inv.studies.bias.synthetic import voc_xml
 
     folder = tmp_path / "xml"
     folder.mkdir()
     for i in range(12):
-        (folder / f"full{i}.xml").write_text(voc_xml(f"full{i}", "n00000009", (0, 0, 64, 48, 64, 48)))
+        (folder / f"full{i}.xml").write_text(
+            voc_xml(f"full{i}", "n00000009", (0, 0, 64, 48, 64, 48))
+        )
     with open(os.path.join(os.fsencode(folder), b"bad\xff.xml"), "w") as handle:
         handle.write("<annotation><object>")
     out = tmp_path / "run"

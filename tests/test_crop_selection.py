@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_inv.backbones import create_backbone
-from lightning_inv.crop_selection import CropSelection, add_crop_selection, guarantee_holds
 from lightning_inv.data.datamodules import build_eval_dataset
+from lightning_inv.models.backbones import create_backbone
+from lightning_inv.models.crop_selection import CropSelection, add_crop_selection, guarantee_holds
 
 FRAME, MAX_SHIFT, MARGIN, SIGMA = 64, 2, 8, 1.0
 
@@ -98,7 +98,7 @@ def test_rics_tradeoff_counts_guaranteed_and_observed_pairs_consistently(tmp_pat
     model never sees, or in shifted coordinates), and the top-1 changes only in pairs whose
     crops differ (catches measuring a model that does not select). The command writes its
     table, CSV and figure, and refuses a margin that does not fit before any work."""
-    from lightning_inv.rics_tradeoff import main, measure_margins
+    from lightning_inv.studies.rics_tradeoff import main, measure_margins
 
     values, canvas = measure_margins(
         "resnet10t", [4, 12], "sample", num_images=4, pretrained=False, batch_size=2

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import Dataset
 
 from lightning_inv.data.datamodules import EvalDataModule
-from lightning_inv.evaluation import InvarianceEvaluator
-from lightning_inv.module import InvarianceClassifier
+from lightning_inv.measuring.evaluator import InvarianceEvaluator
+from lightning_inv.models.classifier import InvarianceClassifier
 from lightning_inv.protocols import Circular, RandomLocation, Translate
 
 

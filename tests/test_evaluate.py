@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_inv import metrics as M
 from lightning_inv.data.datamodules import build_eval_dataset
-from lightning_inv.engine import view_logits
-from lightning_inv.metrics.nonshiftability import probe_points
-from lightning_inv.module import InvarianceClassifier
+from lightning_inv.measuring import metrics as M
+from lightning_inv.measuring.engine import view_logits
+from lightning_inv.measuring.nonshiftability import probe_points
+from lightning_inv.models.classifier import InvarianceClassifier
 from lightning_inv.protocols import Translate
 
 
@@ -164,7 +164,7 @@ def test_feature_sum_curves_are_kept_for_a_bounded_number_of_images(tiny_classif
     import pytorch_lightning as pl
 
     from lightning_inv.data.datamodules import EvalDataModule
-    from lightning_inv.evaluation import InvarianceEvaluator
+    from lightning_inv.measuring.evaluator import InvarianceEvaluator
 
     data, classifier = digits32, tiny_classifier
     evaluator = InvarianceEvaluator(

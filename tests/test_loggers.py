@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from pytorch_lightning.loggers import CSVLogger
 
-from lightning_inv import loggers
-from lightning_inv.measure import ProtocolResult
+from lightning_inv.measuring.core import ProtocolResult
 from lightning_inv.protocols import Translate
+from lightning_inv.reporting import loggers
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The measuring core: per-image values, their means, and result order (lightning_inv.measure)."""
+"""The measuring core: per-image values, their means, and result order (lightning_inv.measuring.core)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_inv import metrics as M
-from lightning_inv.measure import MEASURES, ProtocolMeasures, ProtocolResult
-from lightning_inv.metrics.nonshiftability import Nonshiftability, nonshiftability_per_image
+from lightning_inv.measuring import metrics as M
+from lightning_inv.measuring.core import MEASURES, ProtocolMeasures, ProtocolResult
+from lightning_inv.measuring.nonshiftability import Nonshiftability, nonshiftability_per_image
 from lightning_inv.protocols import PROTOCOLS, RandomLocation, Translate, TranslationSequence
 
 

@@ -8,8 +8,8 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
-from lightning_inv import metrics as M
-from lightning_inv.engine import view_logits
+from lightning_inv.measuring import metrics as M
+from lightning_inv.measuring.engine import view_logits
 from lightning_inv.protocols import Circular
 
 

@@ -7,9 +7,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_inv.backbones import BackboneError, create_backbone
 from lightning_inv.data.digits import CentredDigits
-from lightning_inv.module import InvarianceClassifier
+from lightning_inv.models.backbones import BackboneError, create_backbone
+from lightning_inv.models.classifier import InvarianceClassifier
 
 
 def _trainer(**kwargs) -> pl.Trainer:

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_inv.backbones import create_backbone
-from lightning_inv.engine import view_logits
-from lightning_inv.metrics import FeatureSums, Nonshiftability
-from lightning_inv.metrics.nonshiftability import nonshiftability_counts
+from lightning_inv.measuring.engine import view_logits
+from lightning_inv.measuring.nonshiftability import FeatureSums, Nonshiftability
+from lightning_inv.measuring.nonshiftability import nonshiftability_counts
+from lightning_inv.models.backbones import create_backbone
 from lightning_inv.protocols import Translate
 
 
@@ -69,7 +69,7 @@ def test_evaluator_probe_records_only_probed_protocols(tiny_classifier):
     """Feature records nobody pops must not pile up: unprobed protocols leave none (a probe
     that recorded every forward grew memory by ~100 KB per image), and with no probed protocol
     there is no probe at all."""
-    from lightning_inv.evaluation import InvarianceEvaluator
+    from lightning_inv.measuring.evaluator import InvarianceEvaluator
     from lightning_inv.protocols import RandomLocation, Translate
 
     sweep = Translate(canvas=32, scale=0.5, max_shift=2, fill="black")
@@ -100,7 +100,7 @@ def test_probe_points_are_the_activities_of_timm_cnns_in_forward_order(name):
     """Fig. 10 counts activities: every probed map is a nonlinearity's output, in forward order,
     with its depth (convolutions run before it). Catches probing raw convolution outputs, a
     depth counted in registration order, and linear projections counted as activities."""
-    from lightning_inv.metrics.nonshiftability import is_activation, probe_points
+    from lightning_inv.measuring.nonshiftability import is_activation, probe_points
 
     model, _ = create_backbone(name)
     modules = dict(model.named_modules())
@@ -124,7 +124,7 @@ def test_probe_points_are_the_activities_of_timm_cnns_in_forward_order(name):
 def test_channels_last_mlp_activities_are_read_as_feature_maps():
     """ConvNeXt with linear MLPs applies them to [B, H, W, C]: its activities must be summed
     over H and W, not over W and C (catches flattening a channels-last map as NCHW)."""
-    from lightning_inv.metrics.nonshiftability import probe_points
+    from lightning_inv.measuring.nonshiftability import probe_points
 
     torch.manual_seed(0)
     model, _ = create_backbone("convnext_atto", conv_mlp=False)
@@ -159,7 +159,7 @@ class _ReusedReLU(nn.Module):
 def test_a_module_called_twice_gives_two_points_recorded_apart():
     """Catches recording both calls of a reused activation under one key (the [B, T, K] view
     of the records then mixes the two feature maps)."""
-    from lightning_inv.metrics.nonshiftability import probe_points
+    from lightning_inv.measuring.nonshiftability import probe_points
 
     torch.manual_seed(0)
     model = _ReusedReLU().eval()
@@ -193,7 +193,7 @@ def test_circularly_shifted_views_leave_a_stride_free_networks_activities_unchan
     activity's global sum is the same in every view and nonshiftability is exactly 0 at every
     depth; a stride-2 convolution breaks it after the stride. Catches counting jumps against a
     mean that is not |mean| and thresholds that fire on rounding."""
-    from lightning_inv.metrics.nonshiftability import probe_points
+    from lightning_inv.measuring.nonshiftability import probe_points
 
     torch.manual_seed(0)
     image = torch.rand(1, 3, 32, 32)
@@ -222,8 +222,8 @@ def test_lite0_activities_are_shiftable_early_and_not_late_on_imagenet_photos():
     several jumps per map. The raw output of the stem convolution jumps several times per map
     (edge-like filters sum to nearly 0): catches a probe on convolution outputs."""
     from lightning_inv.data.datamodules import build_eval_dataset
-    from lightning_inv.metrics.nonshiftability import probe_points
-    from lightning_inv.module import InvarianceClassifier
+    from lightning_inv.measuring.nonshiftability import probe_points
+    from lightning_inv.models.classifier import InvarianceClassifier
 
     data = build_eval_dataset("imagenet_val", 224, num_images=6)
     images = torch.stack([data[i]["image"] for i in range(len(data))])

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_inv import plots
-from lightning_inv.figures import ModelRun, write_figures
-from lightning_inv.measure import ProtocolResult
+from lightning_inv.measuring.core import ProtocolResult
 from lightning_inv.protocols import RandomLocation, Scale, Translate
+from lightning_inv.reporting import plots
+from lightning_inv.reporting.figures import ModelRun, write_figures
 
 
 def _rows(p_true: list[list[float]]) -> list[dict]:

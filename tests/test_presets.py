@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from lightning_inv.presets import PRESETS, PresetContext, build_experiments, table1_sizes
 from lightning_inv.protocols import Crop, Embed, resize
-from lightning_inv.protocols.views import random_resized_crop_box, sample_generator
+from lightning_inv.protocols.base import random_resized_crop_box, sample_generator
+from lightning_inv.protocols.presets import PRESETS, PresetContext, build_experiments, table1_sizes
 
 MEAN = (0.485, 0.456, 0.406)
 
@@ -101,7 +101,7 @@ def test_table1_contrast_is_the_paired_black_minus_crop_difference_per_image():
     # Catches: averaging protocols before pairing images the wrong way, Crop - Black.
     import numpy as np
 
-    from lightning_inv.presets import table1_contrast
+    from lightning_inv.protocols.presets import table1_contrast
 
     class Result:
         def __init__(self, values):
@@ -127,7 +127,7 @@ def test_published_table1_appears_beside_ours_for_the_weights_it_names(
     not torchvision's weights), published values shown for a modified model, and an inside
     flag computed against another interval."""
     import evaluate
-    from lightning_inv import presets
+    from lightning_inv.protocols import presets
 
     table = presets.published_table1()
     stand_in = {

@@ -273,7 +273,7 @@ def test_every_preset_protocol_makes_the_same_views_on_cuda():
     """On a GPU the placement gathers by index and the inpainting replays CUDA graphs of its band
     passes (every band every pass); on CPU both take other paths. The views must agree for every
     protocol of the paper presets, twice (a stale graph replay would fail the second call)."""
-    from lightning_inv.presets import PresetContext, build_experiments
+    from lightning_inv.protocols.presets import PresetContext, build_experiments
 
     protocols, _ = build_experiments(
         ("table1", "fig2", "fig6", "fig9", "zhang2019", "aps2021", "imagenet_p"),

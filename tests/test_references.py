@@ -15,9 +15,9 @@ import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
-from lightning_inv.measure import MEASURES
-from lightning_inv.presets import PresetContext, build_experiments
+from lightning_inv.measuring.core import MEASURES
 from lightning_inv.protocols import resize
+from lightning_inv.protocols.presets import PresetContext, build_experiments
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -223,7 +223,7 @@ def _pretrained_like(name: str, seed: int = 0) -> torch.nn.Module:
     """A timm model with random weights *and* random batch-norm statistics and affine
     parameters: timm zero-initialises the last norm of every residual branch, which would make
     the branch silent and let a wrong subsampling point pass unnoticed."""
-    from lightning_inv.backbones import create_backbone
+    from lightning_inv.models.backbones import create_backbone
 
     torch.manual_seed(seed)
     model, _ = create_backbone(name, num_classes=10)
@@ -239,7 +239,7 @@ def _pretrained_like(name: str, seed: int = 0) -> torch.nn.Module:
 
 
 def _copy_with(model: torch.nn.Module, modify: str) -> torch.nn.Module:
-    from lightning_inv.surgery import apply_surgery
+    from lightning_inv.models.surgery import apply_surgery
 
     clone = _pretrained_like("resnet18")  # same architecture; weights replaced below
     clone.load_state_dict(model.state_dict())
@@ -342,8 +342,8 @@ def test_aps_blocks_are_chaman_and_dokmanics(name):
     the whole block at stride 1 and subsampling its output (this project's earlier surgery:
     off by 0.78 relative for BasicBlock), a shortcut that chooses its own phase, the phase
     chosen before the ReLU, and the component order (ties aside)."""
-    from lightning_inv.backbones import create_backbone
-    from lightning_inv.surgery import apply_surgery
+    from lightning_inv.models.backbones import create_backbone
+    from lightning_inv.models.surgery import apply_surgery
 
     original = _pretrained_like(name)
     ours, _ = create_backbone(name, num_classes=10)
@@ -367,7 +367,7 @@ def test_aps_with_every_phase_forced_to_0_is_the_original_network():
     compute what the pretrained weights were trained for. Catches subsampling a BasicBlock's
     output instead of conv1's activation (conv2 then runs at the full resolution) and a stem
     phase chosen before the max pool's stride."""
-    from lightning_inv.surgery import PolyphaseDown
+    from lightning_inv.models.surgery import PolyphaseDown
 
     original = _pretrained_like("resnet18")
     ours = _copy_with(original, "aps")

@@ -18,7 +18,7 @@ from PIL import Image
 import evaluate
 from lightning_inv.data.images import LabelMappingError
 from lightning_inv.data.training import ImageFolderDataModule
-from lightning_inv.outputs import default_run_folder
+from lightning_inv.reporting.run_folder import default_run_folder
 
 TINY = ["--models", "resnet10t", "--no-pretrained", "--num-classes", "10", "--data", "digits",
         "--image-size", "32", "--accelerator", "cpu", "--devices", "1", "--logger", "none",

@@ -10,9 +10,9 @@ import stat
 import pytest
 from torch.utils.data import Subset
 
-from lightning_inv import run_folder
+from lightning_inv import files as run_folder
 from lightning_inv.data.images import LabelledImage, LabelledImageDataset
-from lightning_inv.run_folder import (
+from lightning_inv.files import (
     RunFolderError,
     RunLock,
     data_manifest,

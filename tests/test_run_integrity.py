@@ -110,7 +110,7 @@ def test_flags_beside_resume_are_applied_or_refused_never_ignored(tmp_path, monk
 
 def test_a_second_process_on_the_same_folder_is_refused(tmp_path, monkeypatch, capsys):
     """Before: two resumes of one folder both measured and wrote the same files."""
-    from lightning_inv.run_folder import RunLock
+    from lightning_inv.files import RunLock
 
     _, out = _interrupted_run(tmp_path, monkeypatch)
     lock = RunLock(out).__enter__()
@@ -336,7 +336,7 @@ def test_a_one_class_image_folder_is_refused_before_the_model_is_built(tmp_path)
     """Before: the data module's error advised --model.num_classes=1, which then crashed inside
     torchmetrics."""
     from lightning_inv.data.training import ImageFolderDataModule
-    from lightning_inv.module import ConfigError, InvarianceClassifier
+    from lightning_inv.models.classifier import ConfigError, InvarianceClassifier
 
     for split in ("train", "val"):
         (tmp_path / split / "cats").mkdir(parents=True)

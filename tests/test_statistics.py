@@ -1,4 +1,4 @@
-"""Bootstrap intervals and paired differences (lightning_inv.statistics)."""
+"""Bootstrap intervals and paired differences (lightning_inv.measuring.statistics)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lightning_inv.statistics import bootstrap_interval, paired_difference
+from lightning_inv.measuring.statistics import bootstrap_interval, paired_difference
 
 
 def test_a_constant_per_image_value_has_a_zero_width_interval():
@@ -45,7 +45,7 @@ def test_resamples_drawn_in_chunks_equal_one_draw_of_all():
     """The means are drawn CHUNK resamples at a time (memory 50 x N, not 1000 x N). Catches: a
     chunk that restarts the generator (every chunk the same resamples: a too narrow interval), a
     last chunk short or long when resamples is not a multiple of the chunk."""
-    from lightning_inv.statistics import CHUNK, resample_means
+    from lightning_inv.measuring.statistics import CHUNK, resample_means
 
     values = np.random.default_rng(1).normal(size=37)
     for resamples in (CHUNK, 3 * CHUNK + 7):

@@ -6,8 +6,8 @@ import pytest
 import timm
 from torch import nn
 
-from lightning_inv.subsampling import measure_subsampling
-from lightning_inv.surgery import apply_surgery
+from lightning_inv.models.subsampling import measure_subsampling
+from lightning_inv.models.surgery import apply_surgery
 
 
 def test_hand_built_net_strides_and_ignores_the_global_pool():

@@ -7,8 +7,13 @@ import torch
 from timm.layers import BlurPool2d
 from torch import nn
 
-from lightning_inv.backbones import create_backbone
-from lightning_inv.surgery import PolyphaseDown, apply_surgery, polyphase_components, strided_ops
+from lightning_inv.models.backbones import create_backbone
+from lightning_inv.models.surgery import (
+    PolyphaseDown,
+    apply_surgery,
+    polyphase_components,
+    strided_ops,
+)
 
 
 def _params(model: nn.Module) -> list[torch.Tensor]:

@@ -20,7 +20,7 @@ from lightning_inv.data.augment import (
 )
 from lightning_inv.data.digits import CentredDigits
 from lightning_inv.data.training import DigitsDataModule, ImageFolderDataModule
-from lightning_inv.module import ConfigError, InvarianceClassifier
+from lightning_inv.models.classifier import ConfigError, InvarianceClassifier
 
 SMOKE = "configs/digits_smoke.yaml"
 

@@ -11,7 +11,7 @@ from callbacks.invariance import change_stroke
 from lightning_inv.data.augment import AugmentedDataset
 from lightning_inv.data.digits import CentredDigits, PlacedDigits, Placement
 from lightning_inv.data.training import DigitsDataModule
-from lightning_inv.module import InvarianceClassifier
+from lightning_inv.models.classifier import InvarianceClassifier
 from lightning_inv.protocols import RandomLocation, Region, Translate
 
 TOP = Region(rows=(0.0, 0.5))
@@ -111,7 +111,7 @@ def test_study_summary_averages_seeds_and_keeps_sets_apart(tmp_path):
     sample standard deviation over seeds, the last epoch is the one reported."""
     import json
 
-    from lightning_inv import typicality
+    from lightning_inv.studies import typicality
 
     def record(epoch: int, shift: float) -> dict[str, float]:
         out = {"epoch": epoch}

@@ -34,7 +34,7 @@ from lightning_inv.data.images import (
     imagefolder_items,
     resolve_labels,
 )
-from lightning_inv.module import ConfigError, check_settings
+from lightning_inv.models.classifier import ConfigError, check_settings
 
 
 class ClassificationDataModule(pl.LightningDataModule):

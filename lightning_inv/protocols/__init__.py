@@ -1,32 +1,41 @@
-"""The batched transformation engine: protocols (views of an image), fill modes, inpainting."""
+"""The batched transformation engine: protocols (views of an image), fill modes, inpainting,
+and the paper's presets."""
 
+from lightning_inv.protocols.base import (
+    DIRECTIONS,
+    IMAGENET_MEAN,
+    FilledProtocol,
+    Protocol,
+    check_images,
+    resize,
+    resize_cover,
+    resize_shorter,
+)
+from lightning_inv.protocols.factory import PROTOCOLS, create_protocol
 from lightning_inv.protocols.fill import FILL_MODES, compose
 from lightning_inv.protocols.inpaint import binomial_kernel, inpaint
+from lightning_inv.protocols.locations import RandomLocation, WorstOfK
+from lightning_inv.protocols.pairs import Circular, PairShift
 from lightning_inv.protocols.placement import Region, place
-from lightning_inv.protocols.views import (
-    PROTOCOLS,
-    Circular,
+from lightning_inv.protocols.sweeps import (
     Crop,
     Embed,
-    PairShift,
-    Protocol,
-    RandomLocation,
+    ImageNetPTranslate,
     Scale,
     Translate,
     TranslationSequence,
-    WorstOfK,
-    check_images,
-    create_protocol,
-    resize,
-    resize_cover,
 )
 
 __all__ = [
+    "DIRECTIONS",
     "FILL_MODES",
+    "IMAGENET_MEAN",
     "PROTOCOLS",
     "Circular",
     "Crop",
     "Embed",
+    "FilledProtocol",
+    "ImageNetPTranslate",
     "PairShift",
     "Protocol",
     "RandomLocation",
@@ -43,4 +52,5 @@ __all__ = [
     "place",
     "resize",
     "resize_cover",
+    "resize_shorter",
 ]

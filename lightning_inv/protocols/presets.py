@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_inv.protocols.views import (
+from lightning_inv.measuring.statistics import bootstrap_interval, paired_difference
+from lightning_inv.protocols import (
     Circular,
     Crop,
     Embed,
@@ -28,7 +29,6 @@ from lightning_inv.protocols.views import (
     Scale,
     Translate,
 )
-from lightning_inv.statistics import bootstrap_interval, paired_difference
 
 
 @dataclass(frozen=True)

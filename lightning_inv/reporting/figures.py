@@ -2,7 +2,7 @@
 
 One function per figure (``fig1_and_fig2a``, ``fig2b``, ``fig4``, ``fig6``, ``fig10``,
 ``table1``, ``offset_curves``); ``write_figures`` draws every one the run's protocols allow. The drawing itself is
-``lightning_inv.plots``.
+``lightning_inv.reporting.plots``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from lightning_inv import plots
 from lightning_inv.data.samples import imagenet_description
-from lightning_inv.evaluation import InvarianceEvaluator
-from lightning_inv.measure import ProtocolResult
-from lightning_inv.protocols.views import Crop, Embed, Protocol, RandomLocation
-from lightning_inv.statistics import bootstrap_interval
+from lightning_inv.measuring.core import ProtocolResult
+from lightning_inv.measuring.evaluator import InvarianceEvaluator
+from lightning_inv.measuring.statistics import bootstrap_interval
+from lightning_inv.protocols import Crop, Embed, Protocol, RandomLocation
+from lightning_inv.reporting import plots
 
 Namer = Callable[[int], str]
 

@@ -1,7 +1,7 @@
 """Crop selection's trade-off: consistency against accuracy as the margin grows.
 
 Shifman & Weiss (ECCV 2024) claim that crop selection (RICS) reaches "any desired level of
-consistency". Our rule (``lightning_inv.crop_selection``; docs/design.md, "Crop selection") is
+consistency". Our rule (``lightning_inv.models.crop_selection``; docs/design.md, "Crop selection") is
 our own reading of their mechanism: their paper's text and code were not reachable here. This
 command measures what our rule trades: for the plain model and each margin m, on the
 realistic-shift protocol (``crop``: 9 windows one diagonal pixel apart, cut from the photo
@@ -14,7 +14,7 @@ resized to canvas + 10 px), per image and with 95% bootstrap intervals over imag
 - ``p_top1_change``, ``any_top1_change`` (Shifman & Weiss's worst case: some one-pixel pair of
   the image changes its top-1), ``consistency`` and ``accuracy``.
 
-    python -m lightning_inv.rics_tradeoff --model tf_efficientnet_lite0 --margins 4 8 16 24 32
+    python -m lightning_inv.studies.rics_tradeoff --model tf_efficientnet_lite0 --margins 4 8 16 24 32
 
 writes ``results.json``, ``tradeoff.csv`` and ``rics_tradeoff.png`` (consistency against
 accuracy, one point per margin) under ``--output``.
@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lightning_inv.crop_selection import CropSelection, guarantee_holds
 from lightning_inv.data.datamodules import EVAL_DATASETS, build_eval_dataset
-from lightning_inv.measure import MEASURES
-from lightning_inv.module import InvarianceClassifier
-from lightning_inv.outputs import default_run_folder, write_json_atomically
+from lightning_inv.measuring.core import MEASURES
+from lightning_inv.measuring.statistics import RESAMPLES, bootstrap_interval, paired_difference
+from lightning_inv.models.classifier import InvarianceClassifier
+from lightning_inv.models.crop_selection import CropSelection, guarantee_holds
 from lightning_inv.protocols import Crop
-from lightning_inv.statistics import RESAMPLES, bootstrap_interval, paired_difference
+from lightning_inv.reporting.run_folder import default_run_folder, write_json_atomically
 
 MEASURED = ("accuracy", "p_top1_change", "any_top1_change", "consistency")
 PLAIN = 0  # margin 0: the model without crop selection
@@ -139,7 +139,7 @@ def summarize(
 
 def write_outputs(rows: list[dict[str, Any]], output: Path, config: dict[str, Any]) -> list[Path]:
     """results.json, tradeoff.csv and the figure; returns their paths."""
-    from lightning_inv import plots
+    from lightning_inv.reporting import plots
 
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomically(output / "results.json", {"config": config, "margins": rows})
@@ -181,7 +181,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_inv.rics_tradeoff",
+        prog="python -m lightning_inv.studies.rics_tradeoff",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,7 +1,7 @@
 """``InvarianceEvaluator``: a LightningModule that measures a classifier under protocols.
 
 Running it with ``Trainer.test`` gives DDP, devices, precision and progress bars from Lightning.
-The measuring itself is ``lightning_inv.measure`` (shared with the training callback): per
+The measuring itself is ``lightning_inv.measuring.core`` (shared with the training callback): per
 protocol the per-image value of every measure it declares, gathered over processes and sorted by
 data set index, so 1 or N processes give the same numbers and intervals. Batches are dicts with
 ``image`` [B, 3, H, W] in [0, 1], ``label`` [B], ``index`` [B] (seeds the protocols), optionally
@@ -20,11 +20,11 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from lightning_inv.measure import ProtocolMeasures, ProtocolResult, measure_batch
-from lightning_inv.metrics.nonshiftability import FeatureSums, probe_points
-from lightning_inv.protocols.views import Protocol
-from lightning_inv.run_folder import RunFolderError, write_atomically
-from lightning_inv.statistics import RESAMPLES
+from lightning_inv.files import RunFolderError, write_atomically
+from lightning_inv.measuring.core import ProtocolMeasures, ProtocolResult, measure_batch
+from lightning_inv.measuring.nonshiftability import FeatureSums, probe_points
+from lightning_inv.measuring.statistics import RESAMPLES
+from lightning_inv.protocols import Protocol
 
 
 class Interrupted(BaseException):

@@ -46,7 +46,7 @@ class AutoWandbLogger(WandbLogger):
     """Lightning's ``WandbLogger`` with ``offline=None`` meaning: offline when not logged in.
 
     Usable from LightningCLI configs (``trainer.logger.class_path:
-    lightning_inv.loggers.AutoWandbLogger``).
+    lightning_inv.reporting.loggers.AutoWandbLogger``).
     """
 
     def __init__(

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from lightning_inv.metrics.nonshiftability import FeatureSums
-from lightning_inv.protocols.views import Protocol
+from lightning_inv.measuring.nonshiftability import FeatureSums
+from lightning_inv.protocols import Protocol
 
 Classifier = Callable[[Tensor], Tensor]
 LayerResponses = dict[str, tuple[Tensor, Tensor]]  # layer -> (sums [B, T, K], peaks [B, T, K])

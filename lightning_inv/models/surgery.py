@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from timm.layers import BlurPool2d
 from torch import Tensor, nn
 
-from lightning_inv.crop_selection import add_crop_selection
+from lightning_inv.models.crop_selection import add_crop_selection
 
 SURGERIES = ("avgpool", "blurpool", "blurpool_all", "aps", "aps_circular", "rics")
 BLUR_FILTER = 4  # antialiased-cnns' default filter size (its released lpf4 weights)

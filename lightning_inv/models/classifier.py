@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_inv.backbones import (
+from lightning_inv.models.backbones import (
     BackboneError,
     create_backbone,
     load_checked_state_dict,
     read_checkpoint,
 )
-from lightning_inv.surgery import parse_surgery
+from lightning_inv.models.surgery import parse_surgery
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,7 +56,7 @@ class InvarianceClassifier(pl.LightningModule):
     Args:
         model_name: timm model name.
         pretrained: start from ImageNet weights (offline for ``tf_efficientnet_lite0/1/2``).
-        modify: ``None`` or surgeries of ``lightning_inv.surgery`` joined by ``+``:
+        modify: ``None`` or surgeries of ``lightning_inv.models.surgery`` joined by ``+``:
             ``"avgpool"``, ``"blurpool"`` (filter 4; ``"blurpool3"`` etc.), ``"blurpool_all"``,
             ``"aps"``, ``"aps_circular"``, ``"rics"`` (crop selection, any model; ``"rics8"``:
             margin 8 px), e.g. ``"blurpool+aps"``.

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from lightning_inv.run_folder import RunFolderError, write_atomically, write_json
+from lightning_inv.files import RunFolderError, write_atomically, write_json
 
 
 def default_run_folder(prefix: str, root: str | Path = "runs") -> Path:
@@ -66,7 +66,7 @@ def load_model_results(path: Path, protocols: list[Any]) -> tuple[dict[str, Any]
     import numpy as np
     import torch
 
-    from lightning_inv.measure import ProtocolResult
+    from lightning_inv.measuring.core import ProtocolResult
 
     try:
         with np.load(path) as stored:

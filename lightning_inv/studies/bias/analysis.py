@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from lightning_inv.bias.annotations import Box
+from lightning_inv.studies.bias.annotations import Box
 
 QUANTITIES = ("x_position", "y_position", "width", "height")
 

@@ -1,6 +1,6 @@
 """The typicality study: does invariance learned from augmentation hold outside the augmented range?
 
-    python -m lightning_inv.typicality runs/typicality [--output docs/figures/typicality.png]
+    python -m lightning_inv.studies.typicality runs/typicality [--output docs/figures/typicality.png]
 
 Reads the ``invariance_history.json`` of every run folder ``<config>-s<seed>`` under the given
 folder (``configs/typicality_{centred,top,full}.yaml`` trained with seeds 0, 1, 2, README loop)
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {err}\n")
     print(table(summary))
     if args.output is not None:
-        from lightning_inv.outputs import write_json_atomically
-        from lightning_inv.plots import plot_typicality, save
+        from lightning_inv.reporting.plots import plot_typicality, save
+        from lightning_inv.reporting.run_folder import write_json_atomically
 
         save(plot_typicality(summary), args.output)
         write_json_atomically(args.output.with_suffix(".json"), summary)

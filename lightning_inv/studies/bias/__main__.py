@@ -1,4 +1,4 @@
-"""python -m lightning_inv.bias: the photographer's bias of a data set's bounding boxes.
+"""python -m lightning_inv.studies.bias: the photographer's bias of a data set's bounding boxes.
 
 Reads ImageNet-style annotations (a folder of PASCAL-VOC XML files, searched recursively, or a
 LOC_train_solution.csv / LOC_val_solution.csv file with --images for the image sizes), tests
@@ -9,10 +9,10 @@ Nulls: the box's left edge u = xmin / (W - w) is uniform on [0, 1] (every positi
 fits is equally likely; same for y), and the normalised sides w / W, h / H are uniform on (0, 1].
 
 Examples:
-    python -m lightning_inv.bias --write-example /tmp/bias-example
-    python -m lightning_inv.bias /tmp/bias-example/xml --output runs/bias-xml
-    python -m lightning_inv.bias /tmp/bias-example/LOC_val_solution.csv --images /tmp/bias-example/images
-    python -m lightning_inv.bias ~/imagenet/Annotations/CLS-LOC/train --category n01440764
+    python -m lightning_inv.studies.bias --write-example /tmp/bias-example
+    python -m lightning_inv.studies.bias /tmp/bias-example/xml --output runs/bias-xml
+    python -m lightning_inv.studies.bias /tmp/bias-example/LOC_val_solution.csv --images /tmp/bias-example/images
+    python -m lightning_inv.studies.bias ~/imagenet/Annotations/CLS-LOC/train --category n01440764
 """
 
 from __future__ import annotations
@@ -22,18 +22,23 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from lightning_inv.bias.analysis import BoxGeometry, analyse_categories, group_by_synset, summarize
-from lightning_inv.bias.annotations import read_boxes
-from lightning_inv.bias.synthetic import write_example
-from lightning_inv.loggers import LOGGER_CHOICES, create_logger, finish_wandb
-from lightning_inv.outputs import default_run_folder, overwrite_refusal
-from lightning_inv.plots import plot_fig5_category, plot_fig5_pvalues, save
-from lightning_inv.run_folder import write_atomically, write_csv, write_json
+from lightning_inv.files import write_atomically, write_csv, write_json
+from lightning_inv.reporting.loggers import LOGGER_CHOICES, create_logger, finish_wandb
+from lightning_inv.reporting.plots import plot_fig5_category, plot_fig5_pvalues, save
+from lightning_inv.reporting.run_folder import default_run_folder, overwrite_refusal
+from lightning_inv.studies.bias.analysis import (
+    BoxGeometry,
+    analyse_categories,
+    group_by_synset,
+    summarize,
+)
+from lightning_inv.studies.bias.annotations import read_boxes
+from lightning_inv.studies.bias.synthetic import write_example
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_inv.bias",
+        prog="python -m lightning_inv.studies.bias",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

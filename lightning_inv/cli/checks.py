@@ -14,9 +14,9 @@ from pathlib import Path
 import timm
 import torch
 
-from lightning_inv.backbones import BackboneError, _unknown_model_error, read_checkpoint
 from lightning_inv.data.images import class_folders, resolve_labels
-from lightning_inv.surgery import parse_surgery
+from lightning_inv.models.backbones import BackboneError, _unknown_model_error, read_checkpoint
+from lightning_inv.models.surgery import parse_surgery
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 PRECISIONS = ("64", "32", "16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true",

@@ -2,7 +2,7 @@
 
 Each ``plot_*`` function takes plain data (per-image arrays, result rows, box geometry) and
 returns a ``matplotlib.figure.Figure``; ``save`` writes it as PNG and closes it. Figure numbers
-refer to Azulay & Weiss (2019). ``lightning_inv.figures`` decides which apply to an evaluation;
+refer to Azulay & Weiss (2019). ``lightning_inv.reporting.figures`` decides which apply to an evaluation;
 the training callback (``callbacks.InvarianceFigures``) and the bias command call them too.
 """
 
@@ -24,11 +24,11 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from lightning_inv.protocols.views import Protocol
-from lightning_inv.run_folder import write_atomically
+from lightning_inv.files import write_atomically
+from lightning_inv.protocols import Protocol
 
 if TYPE_CHECKING:
-    from lightning_inv.bias.analysis import BoxGeometry, CategoryBias
+    from lightning_inv.studies.bias.analysis import BoxGeometry, CategoryBias
 
 Rows = np.ndarray | Sequence[Mapping[str, Any]]  # P(true class) [N, T], or rows with "p_true"
 
@@ -339,7 +339,7 @@ def plot_nonshiftability(
 
 
 def plot_rics_tradeoff(rows: Sequence[Mapping[str, Any]], model: str) -> Figure:
-    """Crop selection's trade-off (``lightning_inv.rics_tradeoff``): consistency against
+    """Crop selection's trade-off (``lightning_inv.studies.rics_tradeoff``): consistency against
     accuracy on one-pixel realistic shifts, one point per margin with 95% intervals on both
     axes (the plain model marked), and the guarantee and P(top-1 change) against the margin."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -462,7 +462,7 @@ def plot_typicality(
     summary: Mapping[str, Any],
     measures: Sequence[str] = ("location accuracy", "P(top-1 change)"),
 ) -> Figure:
-    """The typicality study (``lightning_inv.typicality.summarise``): one column per training
+    """The typicality study (``lightning_inv.studies.typicality.summarise``): one column per training
     configuration, one row per measure, one line per test set over epochs (mean over seeds,
     band: lowest to highest seed)."""
     configs = list(summary)

@@ -5,7 +5,7 @@
 so a protocol gets the same measures under the same result keys everywhere
 (docs/design.md, "Data flow"). Every measure is a mean over images of a per-image value, which
 gives exact DDP results (the per-image values of all ranks are gathered) and bootstrap intervals
-over images (``lightning_inv.statistics``).
+over images (``lightning_inv.measuring.statistics``).
 
 >>> import torch
 >>> from lightning_inv.protocols import Translate
@@ -30,75 +30,11 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lightning_inv.engine import LayerResponses, view_logits
-from lightning_inv.metrics import functional as F
-from lightning_inv.metrics.nonshiftability import FeatureSums, nonshiftability_per_image
-from lightning_inv.protocols.views import Protocol
-from lightning_inv.statistics import RESAMPLES, bootstrap_interval
-
-PerImage = Callable[[Tensor, Tensor, Protocol], Tensor]
-
-
-@dataclass(frozen=True)
-class Measure:
-    """One measure: its per-image value ``per_image(logits [N, T, C], target [N], protocol) ->
-    [N]`` (the reported number is the mean over images), and its direction."""
-
-    name: str
-    per_image: PerImage
-    higher_is_better: bool
-    description: str
-
-
-def _centred_accuracy(logits: Tensor, target: Tensor, protocol: Protocol) -> Tensor:
-    zero = list(protocol.positions).index(0)
-    return F.view_accuracy_per_image(logits[:, zero : zero + 1], target)
-
-
-def _compared(protocol: Protocol) -> list[tuple[int, int]] | None:
-    """The pairs an unordered protocol draws (pair_shift, circular); None for a sweep, whose
-    pair measures take consecutive views (consistency: all pairs of views)."""
-    return None if protocol.ordered else protocol.pairs
-
-
-MEASURES: dict[str, Measure] = {
-    m.name: m
-    for m in (
-        Measure("accuracy", lambda x, y, p: F.view_accuracy_per_image(x, y, 1), True,
-                "top-1 accuracy over the views"),
-        Measure("top5_accuracy", lambda x, y, p: F.view_accuracy_per_image(x, y, 5), True,
-                "top-5 accuracy over the views"),
-        Measure("centred_accuracy", _centred_accuracy, True,
-                "top-1 accuracy of the unshifted view"),
-        Measure("accuracy_first_views", lambda x, y, p: F.first_views_accuracy_per_image(x, y),
-                True, "top-1 accuracy of the first view of each pair (the authors' Table 1 script)"),
-        Measure("true_class_probability",
-                lambda x, y, p: F.true_class_probability_per_image(x, y), True,
-                "mean softmax probability of the true class over the views"),
-        Measure("p_top1_change", lambda x, y, p: F.top1_change_per_image(x, _compared(p)), False,
-                "P(top-1 changes between the compared views: consecutive ones of a sweep)"),
-        Measure("any_top1_change", lambda x, y, p: F.any_top1_change_per_image(x, _compared(p)),
-                False, "fraction of images whose top-1 changes in at least one compared pair "
-                "(worst case over the shifts, Shifman & Weiss 2024)"),
-        Measure("mac", lambda x, y, p: F.mean_absolute_change_per_image(x), False,
-                "mean |p_t[a_t] - p_t+1[a_t]|, a_t the top-1 of view t"),
-        Measure("mad", lambda x, y, p: F.mean_absolute_difference_per_image(x, y), False,
-                "mean |p_t[y] - p_t+1[y]| of the true class (paper Fig. 7)"),
-        Measure("jaggedness_mean", lambda x, y, p: F.jaggedness_counts(x, y).float(), False,
-                "true class entering/leaving the top-5 between consecutive views, per image"),
-        Measure("jagged_fraction", lambda x, y, p: (F.jaggedness_counts(x, y) > 0).float(), False,
-                "fraction of images with at least one such transition (paper: ~30%)"),
-        Measure("consistency", lambda x, y, p: F.consistency_per_image(x, _compared(p)), True,
-                "fraction of view pairs with the same top-1 (all pairs of a sweep; the drawn "
-                "pairs of pair_shift and circular)"),
-        Measure("flip_rate", lambda x, y, p: F.flip_rates(x), False,
-                "ImageNet-P flip probability between consecutive frames"),
-        Measure("top5_distance", lambda x, y, p: F.top5_distances(x), False,
-                "ImageNet-P top-5 distance between consecutive frames"),
-        Measure("worst_of_k_accuracy", lambda x, y, p: F.worst_of_k_correct(x, y).float(), True,
-                "fraction of images correct in every view"),
-    )
-}  # fmt: skip
+from lightning_inv.measuring.engine import LayerResponses, view_logits
+from lightning_inv.measuring.measures import MEASURES, true_class_probability_per_view
+from lightning_inv.measuring.nonshiftability import FeatureSums, nonshiftability_per_image
+from lightning_inv.measuring.statistics import RESAMPLES, bootstrap_interval
+from lightning_inv.protocols import Protocol
 
 
 def _state(name: str) -> str:
@@ -169,7 +105,7 @@ class ProtocolMeasures(Metric):
             value = MEASURES[name].per_image(logits, target, self.protocol)
             getattr(self, _state(name)).append(value.double())
         if self.keep_views:
-            self.p_true.append(F.true_class_probability(logits, target))
+            self.p_true.append(true_class_probability_per_view(logits, target))
             self.top1.append(logits.argmax(-1).int())
         for position, layer in enumerate(self.layers):
             if responses is None or layer not in responses:
