@@ -1,12 +1,10 @@
-"""Run folders that say what they hold: atomic files, the data manifest, one writer at a time.
+"""Files that are whole or absent: every file the tools write goes through ``open_atomically``.
 
-Every file a run writes goes through ``write_atomically``: a temporary file in the same folder,
-flushed to disk, then renamed over the target, so a reader, an interrupt or a full disk never
-leaves half a file; a write that fails removes its temporary file and raises ``RunFolderError``
-with one line that names the folder and the space the file needed. ``data_manifest`` records
-what a run measures (each image's name, size and modification time, in the order used), and
-``manifest_changes`` names what differs when a run is resumed. ``RunLock`` lets one process at
-a time write a run folder (docs/design.md, "Run folders").
+A temporary file in the same folder, flushed to disk, then renamed over the target, so a reader,
+an interrupt or a full disk never sees half a file; a write that fails removes its temporary
+file and raises ``RunFolderError`` with one line that names the folder and the space the file
+needed (docs/design.md, "Run folders"). JSON is strict (NaN as null); CSVs go through the csv
+module.
 """
 
 from __future__ import annotations
@@ -21,9 +19,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
-
-MANIFEST = "manifest.json"
-LOCK = ".lock"
 
 
 class RunFolderError(RuntimeError):
@@ -138,102 +133,3 @@ def read_json(path: Path) -> Any:
             f"{path} is damaged ({type(err).__name__}: {err}); it cannot be resumed: start a new "
             "run, or delete the file if a backup of it exists"
         ) from err
-
-
-# -- what a run measured ---------------------------------------------------------------------------
-
-
-def data_manifest(dataset: Any) -> dict[str, Any]:
-    """What ``dataset`` holds, in the order the run measures it: each image file's name, size and
-    modification time (ns); data sets without files (digits) by their length and class."""
-    from torch.utils.data import Subset
-
-    positions: list[int] | None = None
-    base = dataset
-    while isinstance(base, Subset):
-        inner = list(base.indices)
-        positions = inner if positions is None else [inner[i] for i in positions]
-        base = base.dataset
-    items = getattr(base, "items", None)
-    if items is None:
-        return {"kind": type(base).__name__, "length": len(dataset), "files": None}
-    order = positions if positions is not None else list(range(len(items)))
-    files = []
-    for index in order:
-        item = items[index]
-        try:
-            stat = os.stat(item.path)
-            size, modified = stat.st_size, stat.st_mtime_ns
-        except OSError:  # unreadable now: recorded as such (it is skipped and named)
-            size, modified = None, None
-        files.append({"name": item.name, "size": size, "mtime_ns": modified})
-    return {"kind": type(base).__name__, "length": len(files), "files": files}
-
-
-def manifest_changes(before: dict[str, Any], now: dict[str, Any], limit: int = 5) -> str | None:
-    """What changed between two manifests, in one line (None: the same data in the same order)."""
-    if before == now:
-        return None
-    if before.get("files") is None or now.get("files") is None:
-        return (
-            f"the data changed: {before.get('kind')} of {before.get('length')} items then, "
-            f"{now.get('kind')} of {now.get('length')} now"
-        )
-    old = {f["name"]: f for f in before["files"]}
-    new = {f["name"]: f for f in now["files"]}
-    parts = []
-    for label, names in (
-        ("added", [n for n in new if n not in old]),
-        ("removed", [n for n in old if n not in new]),
-        ("changed", [n for n in new if n in old and new[n] != old[n]]),
-    ):
-        if names:
-            shown = ", ".join(names[:limit]) + (
-                f" (+{len(names) - limit})" if len(names) > limit else ""
-            )
-            parts.append(f"{len(names)} {label}: {shown}")
-    if not parts:
-        parts.append("the same files in another order")
-    return "the data changed since the run started: " + "; ".join(parts)
-
-
-# -- one writer at a time --------------------------------------------------------------------------
-
-
-class RunLock:
-    """An exclusive lock on a run folder (``flock`` on ``.lock``) for the life of a run: a second
-    process that wants to write the same folder is refused at once with the holder's pid.
-    Where ``fcntl`` is missing (Windows) the lock is a no-op."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = Path(folder) / LOCK
-        self._handle: Any = None
-
-    def __enter__(self) -> RunLock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not on POSIX
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise RunFolderError(
-                f"{self.path.parent} is being written by {holder}; wait for it to finish, "
-                "or pass another --output"
-            ) from err
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        self._handle = handle
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing releases the lock
-            self._handle = None

@@ -7,8 +7,11 @@ import torch
 from torch import nn
 
 from lightning_inv.measuring.engine import view_logits
-from lightning_inv.measuring.nonshiftability import FeatureSums, Nonshiftability
-from lightning_inv.measuring.nonshiftability import nonshiftability_counts
+from lightning_inv.measuring.nonshiftability import (
+    FeatureSums,
+    Nonshiftability,
+    nonshiftability_counts,
+)
 from lightning_inv.models.backbones import create_backbone
 from lightning_inv.protocols import Translate
 

@@ -110,7 +110,7 @@ def test_flags_beside_resume_are_applied_or_refused_never_ignored(tmp_path, monk
 
 def test_a_second_process_on_the_same_folder_is_refused(tmp_path, monkeypatch, capsys):
     """Before: two resumes of one folder both measured and wrote the same files."""
-    from lightning_inv.files import RunLock
+    from lightning_inv.reporting.run_folder import RunLock
 
     _, out = _interrupted_run(tmp_path, monkeypatch)
     lock = RunLock(out).__enter__()

@@ -1,8 +1,8 @@
 """Checks made before any model is loaded: nothing computed is lost to a bad argument.
 
-``evaluate.py`` resolves every model of ``--models`` (names, modifiers, checkpoint files), the
-label mapping of the data and the head size of each model, the output folder's writability and
-the Trainer's settings, then starts measuring. Every message names the problem and the fix.
+The command-line tools check a ``--config`` file before it is parsed, the label mapping of the
+data and the head size of each model (``ModelSpec``), the output folder's writability and the
+Trainer's settings, then start measuring. Every message names the problem and the fix.
 """
 
 from __future__ import annotations
@@ -11,53 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
 import torch
 
 from lightning_inv.data.images import class_folders, resolve_labels
-from lightning_inv.models.backbones import BackboneError, _unknown_model_error, read_checkpoint
-from lightning_inv.models.surgery import parse_surgery
+from lightning_inv.models.specs import ModelSpec
 
-CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 PRECISIONS = ("64", "32", "16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
               "32-true", "64-true", "transformer-engine")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One entry of ``--models``: a timm name with an optional modifier, or a checkpoint."""
-
-    spec: str
-    name: str
-    modify: str | None
-    checkpoint: Path | None
-    num_classes: int
-
-
-def is_checkpoint(spec: str) -> bool:
-    return spec.endswith(CHECKPOINT_SUFFIXES) or Path(spec).is_file()
-
-
-def resolve_model(spec: str, num_classes: int | None = None) -> ModelSpec:
-    """Check a model spec without building it: the timm name exists, the modifier is known, a
-    checkpoint is readable (``weights_only``) and says its class count."""
-    if is_checkpoint(spec):
-        _, hparams = read_checkpoint(spec)
-        if not hparams:
-            raise BackboneError(
-                f"{spec} has no saved hyperparameters: it is not a checkpoint of train.py"
-            )
-        return ModelSpec(spec, str(hparams.get("model_name", "?")), hparams.get("modify"),
-                         Path(spec), int(hparams.get("num_classes", 1000)))  # fmt: skip
-    name, _, modify = spec.partition(":")
-    if not timm.is_model(name):
-        raise _unknown_model_error(name)
-    for part in filter(None, modify.split("+")):
-        try:
-            parse_surgery(part)
-        except ValueError as err:
-            raise BackboneError(f"{spec!r}: {err}") from err
-    return ModelSpec(spec, name, modify or None, None, num_classes or 1000)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +97,29 @@ def _create_pretrained(name: str, **kwargs: Any) -> nn.Module:
         ) from err
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a checkpoint safely (``weights_only=True``): returns (state dict, hyperparameters).
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file's content, read once with ``weights_only=True``: the state dict (its
+    ``model.`` prefix removed), the model's saved hyperparameters and the data module's."""
 
-    Accepts a Lightning checkpoint of ``InvarianceClassifier`` (its ``model.`` prefix is removed)
-    or a plain state dict (optionally under ``state_dict`` / ``model``).
-    """
+    path: Path
+    state: dict[str, torch.Tensor] = field(repr=False)
+    hparams: dict[str, Any]
+    datamodule: dict[str, Any]
+
+    @property
+    def placement(self) -> tuple[int, float] | None:
+        """(canvas px, object scale) a ``train.py`` digits run trained at, or None."""
+        if "placement_canvas" in self.datamodule and "placement_object_scale" in self.datamodule:
+            return int(self.datamodule["placement_canvas"]), float(
+                self.datamodule["placement_object_scale"]
+            )
+        return None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint safely (``weights_only=True``): a Lightning checkpoint of
+    ``InvarianceClassifier`` or a plain state dict (optionally under ``state_dict`` / ``model``)."""
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"checkpoint not found: {path}")
@@ -113,7 +131,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         ) from err
     if not isinstance(content, Mapping):
         raise BackboneError(f"{path} holds a {type(content).__name__}, not a state dict")
-    hparams = dict(content.get("hyper_parameters", {}))
     state = content
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(content.get(key), Mapping):
@@ -123,7 +140,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise BackboneError(f"{path} holds no state dict of tensors")
     if all(k.startswith("model.") for k in state):
         state = {k.removeprefix("model."): v for k, v in state.items()}
-    return dict(state), hparams
+    return Checkpoint(
+        path,
+        dict(state),
+        dict(content.get("hyper_parameters", {})),
+        dict(content.get("datamodule_hyper_parameters", {})),
+    )
 
 
 def load_checked_state_dict(
@@ -197,20 +219,8 @@ def create_backbone(
     if modify is not None:
         apply_surgery(model, modify)
     if checkpoint is not None:
-        state, _ = read_checkpoint(checkpoint)
-        load_checked_state_dict(model, state, f"checkpoint {checkpoint}")
+        load_checked_state_dict(
+            model, load_checkpoint(checkpoint).state, f"checkpoint {checkpoint}"
+        )
     data_config = resolve_data_config({}, model=model)
     return model.eval(), data_config
-
-
-def checkpoint_placement(path: str | Path) -> tuple[int, float] | None:
-    """(canvas px, object scale) that a ``train.py`` checkpoint's data module trained at, read
-    with ``weights_only=True``; None when the checkpoint does not say (e.g. a plain state dict)."""
-    try:
-        content = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    hparams = content.get("datamodule_hyper_parameters", {}) if isinstance(content, Mapping) else {}
-    if "placement_canvas" in hparams and "placement_object_scale" in hparams:
-        return int(hparams["placement_canvas"]), float(hparams["placement_object_scale"])
-    return None

@@ -20,9 +20,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_inv.models.backbones import (
     BackboneError,
+    Checkpoint,
     create_backbone,
     load_checked_state_dict,
-    read_checkpoint,
+    load_checkpoint,
 )
 from lightning_inv.models.surgery import parse_surgery
 
@@ -142,24 +143,27 @@ class InvarianceClassifier(pl.LightningModule):
         return int(self.data_config["input_size"][-1])
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **overrides: Any) -> InvarianceClassifier:
-        """Re-create a model from one of this project's checkpoints, loaded with ``weights_only``.
+    def from_checkpoint(
+        cls, path: str | Path | Checkpoint, **overrides: Any
+    ) -> InvarianceClassifier:
+        """Re-create a model from one of this project's checkpoints (a path, read with
+        ``weights_only``, or a ``Checkpoint`` already read).
 
         The saved hyperparameters rebuild the architecture (without downloading pretrained
         weights), then the checkpoint's weights are loaded and checked key by key.
         """
-        state, hparams = read_checkpoint(path)
-        if not hparams:
+        checkpoint = path if isinstance(path, Checkpoint) else load_checkpoint(path)
+        if not checkpoint.hparams:
             raise BackboneError(
-                f"{path} has no saved hyperparameters: it is not a checkpoint of train.py. "
-                "Load plain state dicts with create_backbone(name, checkpoint=PATH)."
+                f"{checkpoint.path} has no saved hyperparameters: it is not a checkpoint of "
+                "train.py. Load plain state dicts with create_backbone(name, checkpoint=PATH)."
             )
         # LightningCLI adds bookkeeping entries (``_instantiator``, ``_class_path``): keep arguments.
         accepted = inspect.signature(cls.__init__).parameters
-        hparams = {k: v for k, v in hparams.items() if k in accepted and k != "self"}
+        hparams = {k: v for k, v in checkpoint.hparams.items() if k in accepted and k != "self"}
         hparams.update(pretrained=False, **overrides)
         module = cls(**hparams)
-        load_checked_state_dict(module.model, state, f"checkpoint {path}")
+        load_checked_state_dict(module.model, checkpoint.state, f"checkpoint {checkpoint.path}")
         return module.eval()
 
     def normalize(self, images: Tensor) -> Tensor:

@@ -18,13 +18,20 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-TAPS = 12  # the binomial kernel's length (inpaint.KERNEL_TAPS)
-PAD = 6  # zero padding before each line in the buffer (inpaint.PAD_BEFORE)
+from lightning_inv.protocols.inpaint_geometry import (
+    GROW_AFTER,
+    GROW_BEFORE,
+    KERNEL_TAPS,
+    PAD_BEFORE,
+)
+
+TAPS = KERNEL_TAPS  # the binomial kernel's length
+PAD = PAD_BEFORE  # zero padding before each line in the buffer
 BANDS = 4  # pairs of a view: left, right (along the columns), top, bottom (along the rows)
 # A position's 12-px window [p - 6, p + 5] meets the known interval [first, last] iff p is in
 # [first - 5, last + 6]: where a new line can be non-zero, and how far the known rectangle grows
-# per pass (inpaint.GROW_BEFORE, inpaint.GROW_AFTER).
-REACH_BEFORE, REACH_AFTER = TAPS // 2 - 1, TAPS // 2
+# per pass.
+REACH_BEFORE, REACH_AFTER = GROW_BEFORE, GROW_AFTER
 
 
 @njit(cache=True, nogil=True)

@@ -40,14 +40,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_inv.protocols.band_kernel import fill_bands
+from lightning_inv.protocols.inpaint_geometry import (
+    GROW_AFTER,
+    GROW_BEFORE,
+    KERNEL_TAPS,
+    PAD_AFTER,
+    PAD_BEFORE,
+)
 from lightning_inv.protocols.transfer import to_device
 
-KERNEL_TAPS = 12
-# For an even kernel, scipy.signal.convolve2d(..., mode="same") aligns as: pad 6 before, 5 after.
-PAD_BEFORE, PAD_AFTER = KERNEL_TAPS // 2, KERNEL_TAPS // 2 - 1
-# Growth of the known region per pass: a pixel becomes known when a known pixel lies within
-# [-PAD_BEFORE, +PAD_AFTER] of it, so the region grows PAD_AFTER px before and PAD_BEFORE after.
-GROW_BEFORE, GROW_AFTER = PAD_AFTER, PAD_BEFORE
 MARGIN = max(PAD_BEFORE, GROW_AFTER)  # frame padding that keeps every band index inside it
 
 

@@ -1,9 +1,11 @@
-"""Named experiments: the protocols of a paper's table or figure with its authors' parameters.
+"""Named experiments: a paper's table or figure with its authors' parameters.
 
-``evaluate.py --experiment NAME`` runs a preset; ``paper`` runs all of them. Each preset names
-its source, and its protocols carry result keys that start with the preset name
-(``table1_crop_s0.4``). Where a paper does not state a parameter, the value chosen here is said
-in ``description`` and in docs/design.md ("Presets").
+``evaluate.py --experiment NAME`` runs a preset; ``paper`` runs all of them. A preset owns
+everything about itself: its protocols (``build``, whose result keys start with the preset's
+name, ``table1_crop_s0.4``), the paired contrast it reports (``contrast``), the figures drawn
+for it (``figures``) and the published values set beside ours (``published``, a data file in
+``published/``). Where a paper does not state a parameter, the value chosen here is said in
+``description`` and in docs/design.md ("Presets").
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from lightning_inv.measuring.statistics import bootstrap_interval, paired_difference
 from lightning_inv.protocols import (
     Circular,
     Crop,
@@ -29,31 +30,64 @@ from lightning_inv.protocols import (
     Scale,
     Translate,
 )
+from lightning_inv.protocols.sweeps import DEFAULT_OBJECT_SCALE
+
+PUBLISHED = Path(__file__).parent / "published"
 
 
 @dataclass(frozen=True)
 class PresetContext:
     """What a preset may adapt to: the model's canvas and mean colour, the seed, the fill of the
     random-location sets (``inpaint`` for photos, ``black`` suits digits) and the object scale of
-    the fig2 sweep (the paper states none: 0.75, or where a checkpoint was trained)."""
+    the fig2 sweep (the paper states none: ``DEFAULT_OBJECT_SCALE``, or where a checkpoint was
+    trained)."""
 
     canvas: int
     mean: tuple[float, ...]
     seed: int = 0
     location_fill: str = "inpaint"
-    object_scale: float = 0.75
+    object_scale: float = DEFAULT_OBJECT_SCALE
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A paired contrast between two groups of a preset's protocols: per image, the mean of each
+    measure over the ``first`` protocols minus its mean over the ``second`` (reported as
+    ``<preset>_<name>`` in results.json, with its bootstrap interval over images)."""
+
+    name: str
+    first: str
+    first_keys: tuple[str, ...]
+    second: str
+    second_keys: tuple[str, ...]
+    measures: tuple[str, ...] = ("p_top1_change", "mac")
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A named bundle of protocols; ``probe``: record nonshiftability on its ordered protocols
-    (Fig. 10)."""
+    """A named experiment: its protocols, the keys of those to probe for nonshiftability
+    (``probe``: its ordered protocols, Fig. 10), its contrast, its figures (names of
+    ``lightning_inv.reporting.figures.PRESET_FIGURES``, each with the protocol keys it draws)
+    and its published values (a file of ``published/``, keyed by timm weights name)."""
 
     name: str
     source: str
     description: str
     build: Callable[[PresetContext], list[Protocol]]
     probe: bool = False
+    contrast: Contrast | None = None
+    figures: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    published: str | None = None
+
+    def published_values(self) -> dict[str, Any] | None:
+        """The published table (with its source and how its numbers combine), or None."""
+        return read_published(self.published) if self.published else None
+
+
+@cache
+def read_published(name: str) -> dict[str, Any]:
+    """A published table of ``published/`` (JSON: source, combination, models by timm weights)."""
+    return json.loads((PUBLISHED / name).read_text(encoding="utf-8"))
 
 
 def table1_sizes() -> list[float]:
@@ -64,6 +98,15 @@ def table1_sizes() -> list[float]:
 
 
 CROP_SIZES_UP_TO = 1.1  # the script's test: s <= 1.1 is "Crop", larger s "Black"
+
+
+def _table1_key(size: float) -> str:
+    kind = "crop" if size <= CROP_SIZES_UP_TO else "black"
+    return f"table1_{kind}_s{round(size, 1):g}"
+
+
+TABLE1_CROP = tuple(_table1_key(s) for s in table1_sizes() if s <= CROP_SIZES_UP_TO)
+TABLE1_BLACK = tuple(_table1_key(s) for s in table1_sizes() if s > CROP_SIZES_UP_TO)
 
 
 def _table1(c: PresetContext) -> list[Protocol]:
@@ -148,11 +191,15 @@ PRESETS: dict[str, Preset] = {
             "colour, diagonal offsets -4..+4): P(top-1 change), MAC, accuracy over 8 one-pixel "
             "pairs",
             _table1,
+            contrast=Contrast("black_minus_crop", "black", TABLE1_BLACK, "crop", TABLE1_CROP),
+            figures=(("table1_sizes", TABLE1_CROP + TABLE1_BLACK),),
+            published="azulay_weiss_2019_table1.json",
         ),
         Preset(
             "fig2",
             "Azulay & Weiss 2019, Fig. 1 (top) and Fig. 2; jaggedness Sec. 2, MAD Fig. 7",
-            "vertical translation of the photo at 0.75 of the canvas (or a checkpoint's training "
+            f"vertical translation of the photo at {DEFAULT_OBJECT_SCALE:g} of the canvas (or a "
+            "checkpoint's training "
             "scale), shifts of +-16 px at 224 (scaled to the canvas; the paper states neither), "
             "inpainted background",
             _fig2,
@@ -190,6 +237,7 @@ PRESETS: dict[str, Preset] = {
             "33 windows at offsets (k, k), k = 0..32, of that crop: accuracy and P(true class) "
             "per offset",
             _zhang2019,
+            figures=(("offset_curves", ("zhang2019_diagonal",)),),
         ),
         Preset(
             "aps2021",
@@ -244,58 +292,6 @@ def build_experiments(
     return list(protocols.values()), probed
 
 
-def table1_contrast(
-    results: dict[str, Any],
-    measures: Sequence[str] = ("p_top1_change", "mac"),
-    resamples: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The paper's contrast in one number per measure: per image, the mean over the Black sizes
-    (s > 1) minus the mean over the Crop sizes (s <= 1), with its bootstrap interval over images.
-    ``results``: ``{protocol key: ProtocolResult}`` of one model; empty without ``table1``."""
-    crop = [r for k, r in results.items() if k.startswith("table1_crop_")]
-    black = [r for k, r in results.items() if k.startswith("table1_black_")]
-    if not crop or not black:
-        return {}
-    out: dict[str, Any] = {}
-    for measure in measures:
-        per_crop = np.mean([r.values[measure] for r in crop], axis=0)
-        per_black = np.mean([r.values[measure] for r in black], axis=0)
-        paired = paired_difference(per_black, per_crop, resamples, seed)
-        out[measure] = {"black": float(per_black.mean()), "crop": float(per_crop.mean()),
-                        "black_ci95": list(bootstrap_interval(per_black, resamples, seed)),
-                        "crop_ci95": list(bootstrap_interval(per_crop, resamples, seed)),
-                        "black_minus_crop": paired["difference"], "ci95": paired["ci95"]}  # fmt: skip
-    return out
-
-
-PUBLISHED_TABLE1 = Path(__file__).parent / "published" / "azulay_weiss_2019_table1.json"
-
-
-@cache
-def published_table1() -> dict[str, Any]:
-    """The published Table 1 (JMLR 2019) with its source and the stated way sizes combine,
-    keyed by timm weights name (``architecture.tag``, e.g. ``resnet50.tv_in1k``)."""
-    return json.loads(PUBLISHED_TABLE1.read_text())
-
-
-def beside_published(contrast: dict[str, Any], weights: str | None) -> dict[str, Any] | None:
-    """Our Crop and Black means (``table1_contrast``) beside the published values of the same
-    weights: per protocol and measure ``{"published", "ours", "ci95", "inside"}`` (``inside``:
-    the published value lies in our 95% interval). None when the weights have no published row."""
-    table = published_table1()
-    row = table["models"].get(weights or "")
-    if row is None or not contrast:
-        return None
-    out: dict[str, Any] = {"weights": weights, "paper_name": row["paper_name"],
-                           "source": table["source"], "combination": table["combination"]}  # fmt: skip
-    for protocol in ("crop", "black"):
-        for measure, value in row[protocol].items():
-            if measure not in contrast:
-                continue
-            ours, interval = contrast[measure][protocol], contrast[measure][f"{protocol}_ci95"]
-            out.setdefault(protocol, {})[measure] = {
-                "published": value, "ours": ours, "ci95": interval,
-                "inside": bool(interval[0] <= value <= interval[1]),
-            }  # fmt: skip
-    return out
+def presets_of(names: Sequence[str]) -> list[Preset]:
+    """The presets a list of experiment names runs (``paper`` expanded)."""
+    return [PRESETS[name] for name in expand_experiments(names)]

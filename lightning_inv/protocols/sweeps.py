@@ -27,6 +27,8 @@ from lightning_inv.protocols.base import (
 from lightning_inv.protocols.fill import compose_many
 from lightning_inv.protocols.placement import Region, place_views
 
+DEFAULT_OBJECT_SCALE = 0.75  # object side / canvas of the translate sweeps (AW state none)
+
 
 @dataclass
 class Translate(FilledProtocol):
@@ -34,7 +36,7 @@ class Translate(FilledProtocol):
     ``step`` px along ``direction`` from ``-max_shift`` to ``+max_shift`` around the centre
     (paper Fig. 1-2), or around the centre of ``region``."""
 
-    scale: float = 0.75
+    scale: float = DEFAULT_OBJECT_SCALE
     max_shift: int | None = None
     step: int = 1
     direction: Direction = "vertical"

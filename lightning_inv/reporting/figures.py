@@ -1,7 +1,7 @@
 """The figures of one ``evaluate.py`` run: which paper figure applies to which protocols.
 
-One function per figure (``fig1_and_fig2a``, ``fig2b``, ``fig4``, ``fig6``, ``fig10``,
-``table1``, ``offset_curves``); ``write_figures`` draws every one the run's protocols allow. The drawing itself is
+One function per figure (``fig1_and_fig2a``, ``fig2b``, ``fig4``, ``fig6``, ``fig10``, and the
+figures presets own: ``table1_sizes``, ``offset_curves``); ``write_figures`` draws every one the run's protocols allow. The drawing itself is
 ``lightning_inv.reporting.plots``.
 """
 
@@ -21,6 +21,7 @@ from lightning_inv.measuring.core import ProtocolResult
 from lightning_inv.measuring.evaluator import InvarianceEvaluator
 from lightning_inv.measuring.statistics import bootstrap_interval
 from lightning_inv.protocols import Crop, Embed, Protocol, RandomLocation
+from lightning_inv.protocols.presets import Preset
 from lightning_inv.reporting import plots
 
 Namer = Callable[[int], str]
@@ -148,16 +149,13 @@ def fig6(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
     return {"fig6_accuracy_vs_scale": plots.save(figure, directory / "fig6_accuracy_vs_scale.png")}
 
 
-OFFSET_CURVES = {
-    "zhang2019_diagonal": "Accuracy and P(true class) per diagonal offset (Zhang 2019, validate_diagonal)"
-}
-
-
-def offset_curves(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
+def offset_curves(
+    runs: Sequence[ModelRun], directory: Path, keys: Sequence[str]
+) -> dict[str, Path]:
     """Per-offset accuracy and P(true class), mean over images with a 95% band per offset, for
-    the protocols of ``OFFSET_CURVES`` (antialiased-cnns' diagonal evaluation)."""
+    the protocols ``keys`` (antialiased-cnns' diagonal evaluation, ``validate_diagonal``)."""
     paths = {}
-    for key, title in OFFSET_CURVES.items():
+    for key in keys:
         curves, protocol = {}, None
         for run in runs:
             result = run.per_image.get(key)
@@ -170,8 +168,9 @@ def offset_curves(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
                 "top-1 accuracy": _mean_with_band(correct),
             }
         if curves and protocol is not None:
+            title = f"Accuracy and P(true class) per offset, {key}"
             figure = plots.plot_offset_curves(
-                curves, protocol.positions, "diagonal offset (px)", title
+                curves, protocol.positions, protocol.axis_label, title
             )
             paths[key] = plots.save(figure, directory / f"{key}.png")
     return paths
@@ -202,30 +201,43 @@ def fig10(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
     return {}
 
 
-def table1(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
-    """The authors' Table 1 plot: measures against the size s, for the crop / black protocols."""
+def table1_sizes(runs: Sequence[ModelRun], directory: Path, keys: Sequence[str]) -> dict[str, Path]:
+    """The authors' Table 1 plot: measures against the size s of the protocols ``keys`` (a crop
+    of area s, or the photo at 1/s of the canvas)."""
     rows: dict[str, dict[float, dict[str, Any]]] = {}
     for run in runs:
-        for p in run.protocols:
-            if p.key.startswith("table1_") and p.key in run.results:
-                size = (
-                    p.area if isinstance(p, Crop) else p.zoom_out if isinstance(p, Embed) else None
-                )
-                if size is not None:
-                    rows.setdefault(run.name, {})[float(size)] = run.results[p.key]
+        for key in keys:
+            p = run.protocol(key)
+            size = p.area if isinstance(p, Crop) else p.zoom_out if isinstance(p, Embed) else None
+            if size is not None and key in run.results:
+                rows.setdefault(run.name, {})[float(size)] = run.results[key]
     if not rows:
         return {}
     return {"table1_sizes": plots.save(plots.plot_table1(rows), directory / "table1_sizes.png")}
 
 
+PresetFigure = Callable[[Sequence[ModelRun], Path, Sequence[str]], dict[str, Path]]
+PRESET_FIGURES: dict[str, PresetFigure] = {
+    "table1_sizes": table1_sizes,
+    "offset_curves": offset_curves,
+}
+
+
 def write_figures(
-    runs: Sequence[ModelRun], directory: Path, namer: Namer = imagenet_description
+    runs: Sequence[ModelRun],
+    directory: Path,
+    namer: Namer = imagenet_description,
+    presets: Sequence[Preset] = (),
 ) -> dict[str, Path]:
-    """Draw every figure that the runs' protocols allow; returns ``{figure name: PNG path}``.
-    ``namer`` names a class index in titles (ImageNet names by default)."""
+    """Draw every figure the runs' protocols allow (Fig. 1, 2A, 2B, 4, 6, 10) and the figures
+    the ``presets`` own; returns ``{figure name: PNG path}``. ``namer`` names a class index in
+    titles (ImageNet names by default)."""
     if not runs:
         return {}
     paths = fig1_and_fig2a(runs, directory, namer)
-    for draw in (fig2b, fig4, fig6, fig10, table1, offset_curves):
+    for draw in (fig2b, fig4, fig6, fig10):
         paths.update(draw(runs, directory))
+    for preset in presets:
+        for name, keys in preset.figures:
+            paths.update(PRESET_FIGURES[name](runs, directory, keys))
     return paths

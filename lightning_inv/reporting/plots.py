@@ -1,7 +1,7 @@
 """The one drawing module: every figure of the package (matplotlib, no display needed).
 
 Each ``plot_*`` function takes plain data (per-image arrays, result rows, box geometry) and
-returns a ``matplotlib.figure.Figure``; ``save`` writes it as PNG and closes it. Figure numbers
+returns a ``matplotlib.figure.Figure`` (made without pyplot); ``save`` writes it as PNG. Figure numbers
 refer to Azulay & Weiss (2019). ``lightning_inv.reporting.figures`` decides which apply to an evaluation;
 the training callback (``callbacks.InvarianceFigures``) and the bias command call them too.
 """
@@ -13,11 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; must precede pyplot
-
-import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 import torch
@@ -33,13 +28,17 @@ if TYPE_CHECKING:
 Rows = np.ndarray | Sequence[Mapping[str, Any]]  # P(true class) [N, T], or rows with "p_true"
 
 
+def _subplots(*grid: int, figsize: tuple[float, float], **options: Any) -> tuple[Figure, Any]:
+    """A figure and its axes without pyplot: no global figure registry, no GUI backend (files
+    render with Agg on their own), so nothing is kept alive after ``save``."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*grid, **options)
+
+
 def save(figure: Figure, path: Path) -> Path:
-    """Write ``figure`` to ``path`` (PNG, 120 dpi, atomically) and free it."""
+    """Write ``figure`` to ``path`` (PNG, 120 dpi, atomically)."""
     buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(figure)
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     return write_atomically(Path(path), buffer.getvalue())
 
 
@@ -89,7 +88,7 @@ def plot_probability_vs_shift(
     """
     columns = max(len(picks), 1)
     has_strip = strips is not None
-    figure, axes = plt.subplots(
+    figure, axes = _subplots(
         2 if has_strip else 1,
         columns,
         figsize=(4.2 * columns, 5.2 if has_strip else 3.2),
@@ -126,7 +125,7 @@ def plot_probability_heatmaps(
 ) -> Figure:
     """Fig. 2A: P(true class) per image (rows, sorted by their sum) and view (columns), per model."""
     models = list(rows_by_model)
-    figure, axes = plt.subplots(
+    figure, axes = _subplots(
         1, len(models), figsize=(3.6 * len(models) + 1, 4.2), squeeze=False, sharey=True
     )
     image = None
@@ -163,7 +162,7 @@ def plot_sensitivity_bars(
             if isinstance(row, Mapping) and any(m in row for m, _ in measures)
         }
     )
-    figure, axes = plt.subplots(
+    figure, axes = _subplots(
         1, len(measures), figsize=(1.2 + 1.3 * len(protocols) * len(measures), 3.8), squeeze=False
     )
     width = 0.8 / max(len(models), 1)
@@ -205,7 +204,7 @@ def plot_feature_sums(
     """
     models = list(sums_by_model)
     keys = list(xlabels)
-    figure, axes = plt.subplots(
+    figure, axes = _subplots(
         len(models), len(keys), figsize=(4.2 * len(keys), 2.8 * len(models)), squeeze=False
     )
     for r, model in enumerate(models):
@@ -248,7 +247,7 @@ def plot_accuracy_vs_scale(
 ) -> Figure:
     """Fig. 6: top-1 accuracy against object scale (object side / canvas) at random locations,
     with 95% intervals over images when given."""
-    figure, axis = plt.subplots(figsize=(5, 3.6))
+    figure, axis = _subplots(figsize=(5, 3.6))
     for model, by_scale in accuracy_by_model.items():
         scales = sorted(by_scale)
         values = np.array([by_scale[s] for s in scales])
@@ -282,7 +281,7 @@ def plot_offset_curves(
         positions: the offset of each view (px).
     """
     labels = list(dict.fromkeys(k for curves in curves_by_model.values() for k in curves))
-    figure, axes = plt.subplots(1, len(labels), figsize=(4.6 * len(labels), 3.4), squeeze=False)
+    figure, axes = _subplots(1, len(labels), figsize=(4.6 * len(labels), 3.4), squeeze=False)
     for axis, label in zip(axes[0], labels, strict=True):
         for model, curves in curves_by_model.items():
             if label not in curves:
@@ -317,7 +316,7 @@ def plot_nonshiftability(
             the layer's position.
     """
     models = list(per_image_by_model)
-    figure, axes = plt.subplots(
+    figure, axes = _subplots(
         1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False, sharey=True
     )
     for axis, model in zip(axes[0], models, strict=True):
@@ -342,7 +341,7 @@ def plot_rics_tradeoff(rows: Sequence[Mapping[str, Any]], model: str) -> Figure:
     """Crop selection's trade-off (``lightning_inv.studies.rics_tradeoff``): consistency against
     accuracy on one-pixel realistic shifts, one point per margin with 95% intervals on both
     axes (the plain model marked), and the guarantee and P(top-1 change) against the margin."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure, (left, right) = _subplots(1, 2, figsize=(10, 3.8))
     for row in rows:
         plain = row["margin"] == 0
         x, y = row["accuracy"], row["consistency"]
@@ -392,7 +391,7 @@ def plot_table1(
     Args:
         rows_by_model: ``{model: {s: result row with the measures and their "_ci95"}}``.
     """
-    figure, axes = plt.subplots(len(measures), 1, figsize=(5.4, 2.4 * len(measures)), sharex=True)
+    figure, axes = _subplots(len(measures), 1, figsize=(5.4, 2.4 * len(measures)), sharex=True)
     axes = np.atleast_1d(axes)
     for axis, (measure, label) in zip(axes, measures, strict=True):
         for model, by_size in rows_by_model.items():
@@ -416,7 +415,7 @@ def plot_table1(
 
 def plot_fig5_category(geometry: BoxGeometry, synset: str, title: str = "") -> Figure:
     """Fig. 5 (photographer's bias): scatter of normalised box centres in the image frame, and histograms of normalised sizes."""
-    figure, (centres, sizes) = plt.subplots(1, 2, figsize=(9, 4))
+    figure, (centres, sizes) = _subplots(1, 2, figsize=(9, 4))
     centres.add_patch(Rectangle((0, 0), 1, 1, fill=False, color="0.5"))
     centres.scatter(geometry.cx, geometry.cy, s=6, alpha=0.5)
     centres.set_xlim(-0.02, 1.02)
@@ -440,7 +439,7 @@ def plot_fig5_category(geometry: BoxGeometry, synset: str, title: str = "") -> F
 
 def plot_fig5_pvalues(categories: Sequence[CategoryBias], alpha: float) -> Figure:
     """Fig. 5 over categories: histograms of log10 KS p-values over categories, for location and size, with ``alpha``."""
-    figure, axis = plt.subplots(figsize=(6, 3.8))
+    figure, axis = _subplots(figsize=(6, 3.8))
     floor = 1e-300  # p-values that underflow to 0 are drawn at the floor
     for label, values in (
         ("location (min of x, y)", [c.location_pvalue() for c in categories]),
@@ -466,7 +465,7 @@ def plot_typicality(
     configuration, one row per measure, one line per test set over epochs (mean over seeds,
     band: lowest to highest seed)."""
     configs = list(summary)
-    figure, axes = plt.subplots(
+    figure, axes = _subplots(
         len(measures), len(configs), figsize=(3.6 * len(configs), 2.8 * len(measures)),
         squeeze=False, sharey="row",
     )  # fmt: skip

@@ -1,14 +1,20 @@
-"""Run folders of the command-line tools: a fresh default name, and never overwriting results."""
+"""Run folders of the command-line tools: a fresh default name, never overwriting results, each
+finished model's per-image results for ``--resume``, the data manifest and one writer at a time
+(docs/design.md, "Run folders")."""
 
 from __future__ import annotations
 
 import io
+import os
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from lightning_inv.files import RunFolderError, write_atomically, write_json
+from lightning_inv.files import RunFolderError, write_atomically
+
+MANIFEST = "manifest.json"
+LOCK = ".lock"
 
 
 def default_run_folder(prefix: str, root: str | Path = "runs") -> Path:
@@ -32,11 +38,6 @@ def overwrite_refusal(folder: Path, overwrite: bool) -> str | None:
     if not overwrite and folder.exists() and any(folder.iterdir()):
         return f"{folder} exists and is not empty; pass --overwrite or another --output"
     return None
-
-
-def write_json_atomically(path: Path, content: Any) -> None:
-    """``content`` as strict JSON, written atomically (``run_folder.write_json``)."""
-    write_json(path, content)
 
 
 def save_model_results(path: Path, results: dict[str, Any], curves: dict[str, Any]) -> None:
@@ -107,3 +108,96 @@ def load_model_results(path: Path, protocols: list[Any]) -> tuple[dict[str, Any]
         if f"{key}|curves" in arrays:
             curves[key] = torch.from_numpy(arrays[f"{key}|curves"])
     return results, curves
+
+
+def data_manifest(dataset: Any) -> dict[str, Any]:
+    """What ``dataset`` holds, in the order the run measures it: each image file's name, size and
+    modification time (ns); data sets without files (digits) by their length and class."""
+    from torch.utils.data import Subset
+
+    positions: list[int] | None = None
+    base = dataset
+    while isinstance(base, Subset):
+        inner = list(base.indices)
+        positions = inner if positions is None else [inner[i] for i in positions]
+        base = base.dataset
+    items = getattr(base, "items", None)
+    if items is None:
+        return {"kind": type(base).__name__, "length": len(dataset), "files": None}
+    order = positions if positions is not None else list(range(len(items)))
+    files = []
+    for index in order:
+        item = items[index]
+        try:
+            stat = os.stat(item.path)
+            size, modified = stat.st_size, stat.st_mtime_ns
+        except OSError:  # unreadable now: recorded as such (it is skipped and named)
+            size, modified = None, None
+        files.append({"name": item.name, "size": size, "mtime_ns": modified})
+    return {"kind": type(base).__name__, "length": len(files), "files": files}
+
+
+def manifest_changes(before: dict[str, Any], now: dict[str, Any], limit: int = 5) -> str | None:
+    """What changed between two manifests, in one line (None: the same data in the same order)."""
+    if before == now:
+        return None
+    if before.get("files") is None or now.get("files") is None:
+        return (
+            f"the data changed: {before.get('kind')} of {before.get('length')} items then, "
+            f"{now.get('kind')} of {now.get('length')} now"
+        )
+    old = {f["name"]: f for f in before["files"]}
+    new = {f["name"]: f for f in now["files"]}
+    parts = []
+    for label, names in (
+        ("added", [n for n in new if n not in old]),
+        ("removed", [n for n in old if n not in new]),
+        ("changed", [n for n in new if n in old and new[n] != old[n]]),
+    ):
+        if names:
+            shown = ", ".join(names[:limit]) + (
+                f" (+{len(names) - limit})" if len(names) > limit else ""
+            )
+            parts.append(f"{len(names)} {label}: {shown}")
+    if not parts:
+        parts.append("the same files in another order")
+    return "the data changed since the run started: " + "; ".join(parts)
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``flock`` on ``.lock``) for the life of a run: a second
+    process that wants to write the same folder is refused at once with the holder's pid.
+    Where ``fcntl`` is missing (Windows) the lock is a no-op."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / LOCK
+        self._handle: Any = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunFolderError(
+                f"{self.path.parent} is being written by {holder}; wait for it to finish, "
+                "or pass another --output"
+            ) from err
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the lock
+            self._handle = None

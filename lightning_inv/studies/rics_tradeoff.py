@@ -23,7 +23,6 @@ accuracy, one point per margin) under ``--output``.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,13 @@ import torch
 from tqdm import tqdm
 
 from lightning_inv.data.datamodules import EVAL_DATASETS, build_eval_dataset
+from lightning_inv.files import write_csv, write_json
 from lightning_inv.measuring.core import MEASURES
 from lightning_inv.measuring.statistics import RESAMPLES, bootstrap_interval, paired_difference
 from lightning_inv.models.classifier import InvarianceClassifier
 from lightning_inv.models.crop_selection import CropSelection, guarantee_holds
 from lightning_inv.protocols import Crop
-from lightning_inv.reporting.run_folder import default_run_folder, write_json_atomically
+from lightning_inv.reporting.run_folder import default_run_folder
 
 MEASURED = ("accuracy", "p_top1_change", "any_top1_change", "consistency")
 PLAIN = 0  # margin 0: the model without crop selection
@@ -142,19 +142,17 @@ def write_outputs(rows: list[dict[str, Any]], output: Path, config: dict[str, An
     from lightning_inv.reporting import plots
 
     output.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(output / "results.json", {"config": config, "margins": rows})
-    columns = ["margin", "guaranteed", "same_crop", *MEASURED]
-    with (output / "tradeoff.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["margin", *(c for name in columns[1:] for c in (name, f"{name}_low", f"{name}_high"))]
-        )
-        for row in rows:
-            cells: list[Any] = [row["margin"]]
-            for name in columns[1:]:
-                low, high = row.get(f"{name}_ci95", ["", ""])
-                cells += [f"{row[name]:.6g}" if name in row else "", low, high]
-            writer.writerow(cells)
+    write_json(output / "results.json", {"config": config, "margins": rows})
+    columns = ["guaranteed", "same_crop", *MEASURED]
+    header = ["margin", *(c for name in columns for c in (name, f"{name}_low", f"{name}_high"))]
+    lines = []
+    for row in rows:
+        cells: list[Any] = [row["margin"]]
+        for name in columns:
+            low, high = row.get(f"{name}_ci95", ["", ""])
+            cells += [f"{row[name]:.6g}" if name in row else "", low, high]
+        lines.append(cells)
+    write_csv(output / "tradeoff.csv", header, lines)
     figure = plots.plot_rics_tradeoff(rows, config["model"])
     return [
         output / "results.json",

@@ -119,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {err}\n")
     print(table(summary))
     if args.output is not None:
+        from lightning_inv.files import write_json
         from lightning_inv.reporting.plots import plot_typicality, save
-        from lightning_inv.reporting.run_folder import write_json_atomically
 
         save(plot_typicality(summary), args.output)
-        write_json_atomically(args.output.with_suffix(".json"), summary)
+        write_json(args.output.with_suffix(".json"), summary)
         print(f"figure: {args.output}; numbers per seed: {args.output.with_suffix('.json')}")
     return 0
 

@@ -1,0 +1,109 @@
+"""A model named on a command line, parsed once: a timm name with modifiers, or a checkpoint.
+
+``parse_model("resnet50.tv_in1k:blurpool")`` or ``parse_model("runs/x/last.ckpt")`` checks the
+name (a typo names close timm names), the modifiers and a checkpoint (read once, with
+``weights_only``, and kept), and says the class count; ``ModelSpec.build`` then makes the
+classifier without reading anything again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+
+from lightning_inv.models.backbones import (
+    BackboneError,
+    Checkpoint,
+    _unknown_model_error,
+    load_checkpoint,
+)
+from lightning_inv.models.classifier import InvarianceClassifier
+from lightning_inv.models.surgery import parse_surgery
+
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
+def is_checkpoint(spec: str) -> bool:
+    """``spec`` names a checkpoint file (by its suffix, or because the file exists)."""
+    return spec.endswith(CHECKPOINT_SUFFIXES) or Path(spec).is_file()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of ``--models``: ``name`` (timm), ``modify`` (surgeries joined by ``+``), the
+    classifier's size, and for a ``train.py`` checkpoint its content (read once)."""
+
+    spec: str
+    name: str
+    modify: str | None
+    num_classes: int
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def placement(self) -> tuple[int, float] | None:
+        """(canvas px, object scale) of a ``train.py`` checkpoint's training data, or None."""
+        return self.checkpoint.placement if self.checkpoint is not None else None
+
+    def build(
+        self,
+        pretrained: bool = True,
+        image_size: int | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> InvarianceClassifier:
+        """The classifier (a checkpoint at its own canvas unless ``image_size`` is given)."""
+        options: dict[str, Any] = {"channels_last": channels_last, "compile": compile}
+        if self.checkpoint is not None:
+            size = image_size or (self.placement[0] if self.placement else None)
+            if size is not None:
+                options["image_size"] = size
+            return InvarianceClassifier.from_checkpoint(self.checkpoint, **options)
+        if image_size is not None:
+            options["image_size"] = image_size
+        return InvarianceClassifier(self.name, pretrained=pretrained, modify=self.modify,
+                                    num_classes=self.num_classes, **options)  # fmt: skip
+
+    def weights_name(self, pretrained: bool, classifier: InvarianceClassifier) -> str | None:
+        """timm's name of the pretrained weights (``architecture.tag``, e.g. ``resnet50.tv_in1k``)
+        of an unmodified pretrained model; None for checkpoints, modified or random models (no
+        published number applies to them)."""
+        if not pretrained or self.checkpoint is not None or self.modify:
+            return None
+        cfg = getattr(classifier.model, "pretrained_cfg", None) or {}
+        if not cfg.get("architecture"):
+            return None
+        return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
+
+    def describe(self) -> dict[str, Any]:
+        """What a logger records about the model (name, modifier, checkpoint)."""
+        return {
+            "model": self.spec,
+            "architecture": self.name,
+            "modifier": self.modify,
+            "checkpoint": str(self.checkpoint.path) if self.checkpoint is not None else None,
+        }
+
+
+def parse_model(spec: str, num_classes: int | None = None) -> ModelSpec:
+    """Check one model spec without building it; ``BackboneError`` says what is wrong."""
+    if is_checkpoint(spec):
+        checkpoint = load_checkpoint(spec)
+        hparams = checkpoint.hparams
+        if not hparams:
+            raise BackboneError(
+                f"{spec} has no saved hyperparameters: it is not a checkpoint of train.py"
+            )
+        return ModelSpec(spec, str(hparams.get("model_name", "?")), hparams.get("modify"),
+                         int(hparams.get("num_classes", 1000)), checkpoint)  # fmt: skip
+    name, _, modify = spec.partition(":")
+    if not timm.is_model(name):
+        raise _unknown_model_error(name)
+    for part in filter(None, modify.split("+")):
+        try:
+            parse_surgery(part)
+        except ValueError as err:
+            raise BackboneError(f"{spec!r}: {err}") from err
+    return ModelSpec(spec, name, modify or None, num_classes or 1000)

@@ -1,0 +1,138 @@
+"""The numbers of an evaluation as text and CSV: the printed tables and the per-image CSVs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset, Subset
+
+from lightning_inv.data.images import imagefolder_items
+from lightning_inv.data.samples import imagenet_description
+from lightning_inv.files import write_csv
+from lightning_inv.measuring.core import ProtocolResult
+from lightning_inv.protocols.presets import Preset
+
+Namer = Callable[[int], str]
+Runs = Sequence[tuple[str, Mapping[str, ProtocolResult]]]
+SUMMARY_COLUMNS = ("accuracy", "p_top1_change", "mac", "jagged_fraction", "consistency")
+COMPARED = ("accuracy", "p_top1_change", "mac", "consistency")
+
+
+def cell(row: Mapping[str, Any], measure: str) -> str:
+    """``value [low,high]`` of one measure in a result row, ``-`` when the row has none."""
+    if measure not in row:
+        return "-"
+    interval = row.get(f"{measure}_ci95")
+    return f"{row[measure]:.3f}" + (f" [{interval[0]:.2f},{interval[1]:.2f}]" if interval else "")
+
+
+def print_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+    """Rows: protocol key, then model; cells: value [95% interval]."""
+    width = max([len(m) for m in results] + [5])
+    keys = list(dict.fromkeys(k for rows in results.values() for k in rows))
+    header = f"{'protocol':30s} {'model':{width}s} " + " ".join(
+        f"{c:>22s}" for c in SUMMARY_COLUMNS
+    )
+    print(header)
+    print("-" * len(header))
+    for key in keys:
+        for model, rows in results.items():
+            row = rows.get(key, {})
+            if "accuracy" in row:
+                cells = " ".join(f"{cell(row, c):>22s}" for c in SUMMARY_COLUMNS)
+                print(f"{key:30s} {model:{width}s} {cells}")
+
+
+def print_comparisons(comparisons: Mapping[str, Any]) -> None:
+    """Paired differences whose interval excludes 0, per pair of models."""
+    for pair, rows in comparisons.items():
+        lines = [
+            f"  {key:30s} {m:15s} {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            for key, measures in rows.items()
+            for m, d in measures.items()
+            if m in COMPARED and (d["ci95"][0] > 0 or d["ci95"][1] < 0)
+        ]
+        which = " (accuracy, P(top-1 change), MAC, consistency)" if lines else ""
+        print(f"\n{pair}: {len(lines)} differences with a 95% interval that excludes 0{which}")
+        for line in lines:
+            print(line)
+
+
+def print_preset_summaries(presets: Sequence[Preset], summaries: Mapping[str, Any]) -> None:
+    """Each preset's contrast in P(top-1 change) and its published values beside ours."""
+    for preset in presets:
+        contrast = preset.contrast
+        if contrast is None:
+            continue
+        first, second = contrast.first, contrast.second
+        difference = f"{first}_minus_{second}"
+        for model, measures in summaries.get(f"{preset.name}_{contrast.name}", {}).items():
+            if "p_top1_change" in measures:
+                c = measures["p_top1_change"]
+                low, high = c["ci95"]
+                print(f"\n{preset.name}, {model}: P(top-1 change) {first.title()} {c[first]:.3f} "
+                      f"- {second.title()} {c[second]:.3f} = {c[difference]:+.3f} "
+                      f"[{low:+.3f}, {high:+.3f}]")  # fmt: skip
+        for model, row in summaries.get(f"{preset.name}_published", {}).items():
+            print(f"\n{preset.name}, {model} beside the published {row['paper_name']} "
+                  f"({row['weights']}; sizes combined as the mean over each protocol's sizes):")  # fmt: skip
+            for group in (first, second):
+                for measure, value in row.get(group, {}).items():
+                    low, high = value["ci95"]
+                    verdict = "inside" if value["inside"] else "OUTSIDE"
+                    print(f"  {group:5s} {measure:14s} published {value['published']:.3f}  ours "
+                          f"{value['ours']:.3f} [{low:.3f}, {high:.3f}]  {verdict} our interval")  # fmt: skip
+
+
+def write_per_image_csv(path: Path, runs: Runs, namer: Namer) -> Path:
+    """One row per image, view, protocol and model: true-class probability and top-1."""
+
+    def rows() -> Iterator[list[Any]]:
+        for model, results in runs:
+            for key, result in results.items():
+                if result.p_true is None or result.top1 is None:
+                    continue
+                positions = result.protocol.positions
+                for i, index in enumerate(result.indices):
+                    for view, position in enumerate(positions):
+                        yield [namer(int(index)), int(result.labels[i]), model, key, view, position,
+                               f"{result.p_true[i, view]:.6f}", int(result.top1[i, view])]  # fmt: skip
+
+    header = ["image", "label", "model", "protocol", "view", "position", "p_true", "top1"]
+    return write_csv(path, header, rows())
+
+
+def write_measures_csv(path: Path, runs: Runs, namer: Namer) -> Path:
+    """One row per image, protocol, model and measure: what the intervals resample."""
+
+    def rows() -> Iterator[list[Any]]:
+        for model, results in runs:
+            for key, result in results.items():
+                for measure, values in result.values.items():
+                    for i, index in enumerate(result.indices):
+                        yield [namer(int(index)), int(result.labels[i]), model, key, measure,
+                               f"{values[i]:.6g}"]  # fmt: skip
+
+    return write_csv(path, ["image", "label", "model", "protocol", "measure", "value"], rows())
+
+
+def label_namer(data: str, data_root: Path | None = None) -> Namer:
+    """Class index -> a name for figure titles: ImageNet names, folder names or digits."""
+    if data == "digits":
+        return str
+    if data == "imagefolder" and data_root is not None:
+        _, classes = imagefolder_items(data_root)
+        if len(classes) != 1000:  # folders not named by ImageNet synsets: labels are folder order
+            return classes.__getitem__
+    return imagenet_description
+
+
+def image_namer(dataset: Dataset) -> Namer:
+    """Data set index -> the image's name (relative path or sample name), without reading it."""
+    base = dataset
+    while isinstance(base, Subset):
+        base = base.dataset
+    items = getattr(base, "items", None)
+    return (lambda i: items[i].name) if items is not None else str
