@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return error(f"--resume: {err}")
     if isinstance(config, str):
         return error(config)
-    if problem := check_config(config) or check_runtime(config.accelerator, config.precision,
-                                                        config.devices):  # fmt: skip
+    if problem := check_config(config) or check_runtime(
+        config.accelerator, config.precision, config.devices
+    ):
         return error(problem)
     is_main = rank_zero_only.rank == 0
     output = resolve_output(config)

@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
-from jsonargparse import DefaultHelpFormatter
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
@@ -35,6 +34,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from callbacks import RandomStateCheckpoint
 from lightning_inv.allocator import keep_freed_memory
 from lightning_inv.cli.checks import check_output
+from lightning_inv.cli.help import HelpFormatter
 from lightning_inv.data.images import LabelMappingError
 from lightning_inv.data.training import ClassificationDataModule
 from lightning_inv.models.classifier import (
@@ -45,8 +45,14 @@ from lightning_inv.models.classifier import (
 )
 from lightning_inv.reporting.loggers import finish_wandb
 
-RUN_ARTIFACTS = ("checkpoints", "config.yaml", "invariance_history.json", "invariance_test.json",
-                 "figures", "wandb")  # fmt: skip
+RUN_ARTIFACTS = (
+    "checkpoints",
+    "config.yaml",
+    "invariance_history.json",
+    "invariance_test.json",
+    "figures",
+    "wandb",
+)
 
 
 class RunFolderError(ValueError):
@@ -95,10 +101,12 @@ class InvarianceCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
         parser.add_argument(
-            "--overwrite", type=bool, default=False,
+            "--overwrite",
+            type=bool,
+            default=False,
             help="replace an earlier run in --trainer.default_root_dir (its checkpoints, history, "
             "figures, W&B files) instead of refusing it",
-        )  # fmt: skip
+        )
 
     def before_instantiate_classes(self) -> None:
         """Derive every path from the run folder, and refuse to mix two runs in one folder."""
@@ -146,13 +154,6 @@ def logger_folders(logger: object) -> list[Path]:
     return folders
 
 
-class KeepDescriptionLayout(DefaultHelpFormatter):
-    """jsonargparse's help, with the description's lines and examples kept as written."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "".join(indent + line for line in text.splitlines(keepends=True))
-
-
 class ConfigToLoggers(SaveConfigCallback):
     """Writes ``config.yaml`` to the run folder (Lightning's default) and sends it to W&B."""
 
@@ -185,7 +186,7 @@ def main(args: list[str] | None = None) -> int:
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
             args=args,
-            parser_kwargs={"description": __doc__, "formatter_class": KeepDescriptionLayout},
+            parser_kwargs={"description": __doc__, "formatter_class": HelpFormatter},
             auto_configure_optimizers=False,
         )
     except (NonFiniteLossError, DataMismatchError) as err:

@@ -62,13 +62,32 @@ def run(args: argparse.Namespace, count: int, work: Path) -> dict[str, float]:
     data = subset(args.folder, count, args.classes, work / f"data_{count}")
     output = work / f"run_{count}"
     command = [
-        sys.executable, str(ROOT / "evaluate.py"), "--data", "imagefolder",
-        "--data-root", str(data), "--labels", "folders", "--models", args.model,
-        "--no-pretrained", "--num-classes", str(args.classes), "--image-size",
-        str(args.image_size), "--experiment", *args.experiment, "--no-figures",
-        "--output", str(output), "--batch-size", str(args.batch_size),
-        "--num-workers", str(args.num_workers), *args.extra,
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "evaluate.py"),
+        "--data",
+        "imagefolder",
+        "--data-root",
+        str(data),
+        "--labels",
+        "folders",
+        "--models",
+        args.model,
+        "--no-pretrained",
+        "--num-classes",
+        str(args.classes),
+        "--image-size",
+        str(args.image_size),
+        "--experiment",
+        *args.experiment,
+        "--no-figures",
+        "--output",
+        str(output),
+        "--batch-size",
+        str(args.batch_size),
+        "--num-workers",
+        str(args.num_workers),
+        *args.extra,
+    ]
     start = time.perf_counter()
     child = subprocess.run(
         [sys.executable, "-c", CHILD, *command], capture_output=True, text=True, cwd=ROOT

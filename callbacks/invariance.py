@@ -151,8 +151,13 @@ class InvarianceEvaluation(Callback):
         ordered = sorted(spec.scales)
         scale = spec.translate_scale or ordered[len(ordered) // 2]
         located = [RandomLocation(scale=s, region=spec.region, **common) for s in spec.scales]
-        sweep = Translate(scale=scale, max_shift=self.max_shift, region=spec.region,
-                          direction=spec.direction, **common)  # fmt: skip
+        sweep = Translate(
+            scale=scale,
+            max_shift=self.max_shift,
+            region=spec.region,
+            direction=spec.direction,
+            **common,
+        )
         for protocol in [*located, sweep]:
             protocol.label = f"{spec.name}_{protocol.default_key}"
         return [*located, sweep]
@@ -193,10 +198,15 @@ class InvarianceEvaluation(Callback):
                 for stroke in sorted(set(strokes)):
                     chosen = [i for i, s in enumerate(strokes) if s == stroke]
                     measure_batch(
-                        pl_module, [protocols[i] for i in chosen], [measures[i] for i in chosen],
-                        change_stroke(images, stroke), labels, batch["index"],
-                        chunk_size=self.chunk_size, validate_args=start == 0,
-                    )  # fmt: skip
+                        pl_module,
+                        [protocols[i] for i in chosen],
+                        [measures[i] for i in chosen],
+                        change_stroke(images, stroke),
+                        labels,
+                        batch["index"],
+                        chunk_size=self.chunk_size,
+                        validate_args=start == 0,
+                    )
         finally:
             pl_module.train(was_training)
         numbers: dict[str, float] = {}

@@ -22,20 +22,37 @@ from typing import Any
 
 _EXPORTS = {
     "lightning_inv.protocols": (
-        "Circular", "Crop", "Embed", "ImageNetPTranslate", "PairShift", "Protocol",
-        "RandomLocation", "Region", "Scale", "Translate", "TranslationSequence", "WorstOfK",
+        "Circular",
+        "Crop",
+        "Embed",
+        "ImageNetPTranslate",
+        "PairShift",
+        "Protocol",
+        "RandomLocation",
+        "Region",
+        "Scale",
+        "Translate",
+        "TranslationSequence",
+        "WorstOfK",
         "create_protocol",
     ),
     "lightning_inv.protocols.presets": ("PRESETS", "PresetContext", "build_experiments"),
     "lightning_inv.measuring": (
-        "MEASURES", "FeatureSums", "ProtocolMeasures", "ProtocolResult", "bootstrap_interval",
-        "measure_batch", "paired_difference", "probe_points", "view_logits",
+        "MEASURES",
+        "FeatureSums",
+        "ProtocolMeasures",
+        "ProtocolResult",
+        "bootstrap_interval",
+        "measure_batch",
+        "paired_difference",
+        "probe_points",
+        "view_logits",
     ),
     "lightning_inv.models.classifier": ("InvarianceClassifier",),
     "lightning_inv.models.backbones": ("create_backbone",),
     "lightning_inv.models.surgery": ("apply_surgery",),
     "lightning_inv.models.subsampling": ("measure_subsampling",),
-}  # fmt: skip
+}
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
 

@@ -74,9 +74,19 @@ def test_malformed_prediction_strings_are_reported(tmp_path):
 def test_command_writes_results_and_figures(example, tmp_path, repo_root):
     out = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "lightning_inv.studies.bias", str(example / "xml"), "--output", str(out)],
-        cwd=repo_root, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lightning_inv.studies.bias",
+            str(example / "xml"),
+            "--output",
+            str(out),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "location 1 of 2, size 1 of 2, both 1 of 2 categories" in done.stdout
     assert "skipped" in done.stderr and "malformed.xml" in done.stderr
@@ -87,8 +97,11 @@ def test_command_writes_results_and_figures(example, tmp_path, repo_root):
     assert (out / "fig5_pvalues.png").stat().st_size > 5000
     missing = subprocess.run(
         [sys.executable, "-m", "lightning_inv.studies.bias", str(tmp_path / "nowhere")],
-        cwd=repo_root, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 2 and "annotations not found" in missing.stderr
 
 

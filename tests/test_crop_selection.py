@@ -110,12 +110,39 @@ def test_rics_tradeoff_counts_guaranteed_and_observed_pairs_consistently(tmp_pat
         assert (row["p_top1_change"] <= 1 - row["same_crop"] + 1e-12).all()
     assert values[12]["same_crop"].mean() > 0  # the comparison says something
     assert "guaranteed" not in values[0]
-    code = main(["--model", "resnet10t", "--no-pretrained", "--num-images", "2", "--margins",
-                 "4", "--output", str(tmp_path / "run"), "--resamples", "50"])  # fmt: skip
+    code = main(
+        [
+            "--model",
+            "resnet10t",
+            "--no-pretrained",
+            "--num-images",
+            "2",
+            "--margins",
+            "4",
+            "--output",
+            str(tmp_path / "run"),
+            "--resamples",
+            "50",
+        ]
+    )
     assert code == 0
     assert {p.name for p in (tmp_path / "run").iterdir()} == {
-        "results.json", "tradeoff.csv", "rics_tradeoff.png"
-    }  # fmt: skip
-    assert main(["--model", "resnet10t", "--no-pretrained", "--margins", "200",
-                 "--output", str(tmp_path / "bad")]) == 2  # fmt: skip
+        "results.json",
+        "tradeoff.csv",
+        "rics_tradeoff.png",
+    }
+    assert (
+        main(
+            [
+                "--model",
+                "resnet10t",
+                "--no-pretrained",
+                "--margins",
+                "200",
+                "--output",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "bad").exists()

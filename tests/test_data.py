@@ -8,7 +8,14 @@ import torch
 from PIL import Image
 
 from lightning_inv.data.datamodules import build_eval_dataset, imagenet_val_items, sample_items
-from lightning_inv.data.images import LabelledImage, LabelledImageDataset, collate_skipping, to_rgb
+from lightning_inv.data.images import (
+    LabelledImage,
+    LabelledImageDataset,
+    LabelMappingError,
+    collate_skipping,
+    to_rgb,
+)
+from lightning_inv.data.training import ImageFolderDataModule
 
 
 def test_the_imagenet_validation_photos_come_with_imagenets_own_labels():
@@ -52,3 +59,51 @@ def test_digits_have_no_originals_and_protocols_use_the_digit_itself():
     data = build_eval_dataset("digits", 32, num_images=2, keep_original=True)
     batch = collate_skipping([data[0], data[1]])
     assert "original" not in batch
+
+
+def test_val_classes_take_the_training_index_of_the_same_name(tmp_path, write_photos):
+    # Before: val = {cats, fish} was numbered on its own, so val's fish got train's dogs' label.
+    for cls in ("cats", "dogs", "fish"):
+        write_photos(tmp_path / "train" / cls, 1)
+    for cls in ("cats", "fish"):
+        write_photos(tmp_path / "val" / cls, 1)
+    module = ImageFolderDataModule(tmp_path, image_size=32)
+    assert module.classes == ["cats", "dogs", "fish"] and module.num_classes == 3
+    assert sorted({item.label for item in module.val_items}) == [0, 2]
+    write_photos(tmp_path / "val" / "zebras", 1)
+    with pytest.raises(LabelMappingError, match="zebras"):
+        ImageFolderDataModule(tmp_path, image_size=32)
+
+
+def test_exif_orientation_is_a_stated_choice(tmp_path):
+    """A phone photo stored landscape with an EXIF 'rotate 90' tag: measured as stored by
+    default (as torchvision, timm and the reference scripts load it), with one warning that
+    names the flag; rotated with --exif-orientation apply. Before: silently as stored."""
+    from lightning_inv.data import images as module
+    from lightning_inv.data.images import LabelledImage, LabelledImageDataset
+
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.new("RGB", (40, 20), "green").save(path, exif=exif)
+    items = [LabelledImage(path, 0, "phone.jpg")]
+    module._rotated_warned = False
+    with pytest.warns(UserWarning, match="--exif-orientation apply"):
+        stored = LabelledImageDataset(items, 16, keep_original=True)[0]
+    turned = LabelledImageDataset(items, 16, keep_original=True, exif_orientation="apply")[0]
+    assert stored["original"].shape == (3, 20, 40) and turned["original"].shape == (3, 40, 20)
+
+
+def test_a_one_class_image_folder_is_refused_before_the_model_is_built(tmp_path):
+    """Before: the data module's error advised --model.num_classes=1, which then crashed inside
+    torchmetrics."""
+    from lightning_inv.data.training import ImageFolderDataModule
+    from lightning_inv.models.classifier import ConfigError, InvarianceClassifier
+
+    for split in ("train", "val"):
+        (tmp_path / split / "cats").mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(tmp_path / split / "cats" / "0.png")
+    with pytest.raises(ConfigError, match="needs at least 2 classes"):
+        ImageFolderDataModule(tmp_path, image_size=32)
+    with pytest.raises(ConfigError, match=r"--model\.num_classes must be >= 2"):
+        InvarianceClassifier("resnet10t", pretrained=False, num_classes=1)

@@ -9,7 +9,6 @@ from torch.utils.data import Dataset
 
 from lightning_inv.data.datamodules import EvalDataModule
 from lightning_inv.measuring.evaluator import InvarianceEvaluator
-from lightning_inv.models.classifier import InvarianceClassifier
 from lightning_inv.protocols import Circular, RandomLocation, Translate
 
 
@@ -33,9 +32,7 @@ class RandomImages(Dataset):
         }
 
 
-def _evaluate(devices: int) -> dict[str, float]:
-    torch.manual_seed(0)
-    classifier = InvarianceClassifier("resnet10t", pretrained=False, num_classes=10)
+def _evaluate(devices: int, classifier) -> dict[str, float]:
     protocols = [
         Translate(canvas=32, scale=0.5, max_shift=6, fill="inpaint"),
         RandomLocation(canvas=32, scale=0.5, fill="mean"),
@@ -59,9 +56,9 @@ def _evaluate(devices: int) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_single_process_values():
-    single = _evaluate(1)
-    double = _evaluate(2)
+def test_two_processes_give_the_single_process_values(make_tiny):
+    single = _evaluate(1, make_tiny())
+    double = _evaluate(2, make_tiny())
     assert set(single) == set(double)
     assert (
         "translate_inpaint/jagged_fraction" in single

@@ -77,8 +77,11 @@ def test_evaluator_probe_records_only_probed_protocols(tiny_classifier):
 
     sweep = Translate(canvas=32, scale=0.5, max_shift=2, fill="black")
     located = RandomLocation(canvas=32, scale=0.5, fill="black")
-    batch = {"image": torch.rand(3, 3, 32, 32), "label": torch.tensor([1, 2, 3]),
-             "index": torch.arange(3)}  # fmt: skip
+    batch = {
+        "image": torch.rand(3, 3, 32, 32),
+        "label": torch.tensor([1, 2, 3]),
+        "index": torch.arange(3),
+    }
     evaluator = InvarianceEvaluator(tiny_classifier, [sweep, located], probe=True)
     evaluator.on_test_start()
     try:
@@ -184,8 +187,9 @@ class _CircularNet(nn.Module):
     def __init__(self, stride: int) -> None:
         super().__init__()
         conv = lambda i, o, s=1: nn.Conv2d(i, o, 3, s, 1, padding_mode="circular")  # noqa: E731
-        self.body = nn.Sequential(conv(3, 8), nn.ReLU(), conv(8, 8, stride), nn.ReLU(),
-                                  conv(8, 8), nn.ReLU())  # fmt: skip
+        self.body = nn.Sequential(
+            conv(3, 8), nn.ReLU(), conv(8, 8, stride), nn.ReLU(), conv(8, 8), nn.ReLU()
+        )
 
     def forward(self, x):
         return self.body(x).mean((2, 3))

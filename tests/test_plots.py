@@ -24,9 +24,14 @@ def _result(protocol, p_true: list[list[float]], shift: dict | None = None) -> P
     p = np.asarray(p_true, dtype=np.float32)
     n = len(p)
     return ProtocolResult(
-        protocol, np.arange(n), np.ones(n, dtype=np.int64), {"accuracy": np.ones(n)},
-        p, np.ones(p.shape, dtype=np.int32), shift or {},
-    )  # fmt: skip
+        protocol,
+        np.arange(n),
+        np.ones(n, dtype=np.int64),
+        {"accuracy": np.ones(n)},
+        p,
+        np.ones(p.shape, dtype=np.int32),
+        shift or {},
+    )
 
 
 def test_most_jagged_picks_the_rows_that_move_most():
@@ -65,17 +70,25 @@ def test_write_figures_draws_the_applicable_paper_figures(tmp_path):
         translate.key: {"accuracy": 0.5, "p_top1_change": 0.2, "jagged_fraction": 0.3},
         locations[0].key: {"accuracy": 0.4, "accuracy_ci95": [0.3, 0.5]},
         locations[1].key: {"accuracy": 0.6},
-    }  # fmt: skip
+    }
     shift = {"a": np.zeros(3), "b": np.array([1.0, 2.0, 0.0])}
     run = ModelRun(
-        "m", results, {translate.key: _result(translate, p, shift)}, [translate, *locations],
-        images, {translate.key: torch.rand(3, translate.num_views, 4)},
-    )  # fmt: skip
+        "m",
+        results,
+        {translate.key: _result(translate, p, shift)},
+        [translate, *locations],
+        images,
+        {translate.key: torch.rand(3, translate.num_views, 4)},
+    )
     paths = write_figures([run], tmp_path, namer=str)
     assert set(paths) == {
-        "fig1_probability_translate_mean", "fig2a_heatmap_translate_mean", "fig2b_sensitivity",
-        "fig4_feature_sums", "fig6_accuracy_vs_scale", "fig10_nonshiftability",
-    }  # fmt: skip
+        "fig1_probability_translate_mean",
+        "fig2a_heatmap_translate_mean",
+        "fig2b_sensitivity",
+        "fig4_feature_sums",
+        "fig6_accuracy_vs_scale",
+        "fig10_nonshiftability",
+    }
     for path in paths.values():
         assert path.stat().st_size > 5000 and path.read_bytes()[:4] == b"\x89PNG"
 

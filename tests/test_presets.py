@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -17,15 +15,27 @@ MEAN = (0.485, 0.456, 0.406)
 def test_table1_sizes_are_the_authors():
     """The script's sizes are the unrounded floats of np.arange: catches rounding them (s = 1.6
     then gives a 140 px photo at 41 instead of the script's 139 px at 42)."""
-    assert table1_sizes() == [0.1, 0.4, 0.7000000000000001, 1.0000000000000002,
-                              1.3000000000000003, 1.6000000000000003, 1.9000000000000004]  # fmt: skip
+    assert table1_sizes() == [
+        0.1,
+        0.4,
+        0.7000000000000001,
+        1.0000000000000002,
+        1.3000000000000003,
+        1.6000000000000003,
+        1.9000000000000004,
+    ]
     protocols, _ = build_experiments(["table1"], PresetContext(224, MEAN))
     black_16 = protocols[5]
     assert (black_16.side, black_16.centre) == (139, 42)
     assert [p.key for p in protocols] == [
-        "table1_crop_s0.1", "table1_crop_s0.4", "table1_crop_s0.7", "table1_crop_s1",
-        "table1_black_s1.3", "table1_black_s1.6", "table1_black_s1.9",
-    ]  # fmt: skip
+        "table1_crop_s0.1",
+        "table1_crop_s0.4",
+        "table1_crop_s0.7",
+        "table1_crop_s1",
+        "table1_black_s1.3",
+        "table1_black_s1.6",
+        "table1_black_s1.9",
+    ]
     assert all(p.num_views == 9 for p in protocols)  # 8 one-pixel pairs each
 
 
@@ -93,73 +103,3 @@ def test_every_preset_fits_small_canvases(canvas):
 def test_unknown_experiment_names_the_choices():
     with pytest.raises(ValueError, match="table1, fig2"):
         build_experiments(["table2"], PresetContext(224, MEAN))
-
-
-def test_table1_contrast_is_the_paired_black_minus_crop_difference_per_image():
-    # Two images. Crop sizes: image 0 changes 0 and 0.25 of its pairs (mean 0.125), image 1 0.25
-    # and 0.25; Black: 0.5 for both. Per image Black - Crop = 0.375 and 0.25 -> mean 0.3125.
-    # Catches: averaging protocols before pairing images the wrong way, Crop - Black.
-    import numpy as np
-
-    from lightning_inv.protocols.presets import table1_contrast
-
-    class Result:
-        def __init__(self, values):
-            self.values = {"p_top1_change": np.array(values), "mac": np.array(values)}
-
-    contrast = table1_contrast({"table1_crop_s0.1": Result([0.0, 0.25]),
-                                "table1_crop_s1": Result([0.25, 0.25]),
-                                "table1_black_s1.3": Result([0.5, 0.5]),
-                                "fig2_translate_inpaint": Result([1.0, 1.0])})["p_top1_change"]  # fmt: skip
-    assert contrast["crop"] == 0.1875 and contrast["black"] == 0.5
-    assert contrast["black_minus_crop"] == 0.3125
-    assert 0.25 <= contrast["ci95"][0] <= contrast["ci95"][1] <= 0.375
-    assert table1_contrast({"fig2_translate_inpaint": Result([1.0])}) == {}
-
-
-def test_published_table1_appears_beside_ours_for_the_weights_it_names(
-    tmp_path, monkeypatch, capsys
-):
-    """A renamed offline model stands in for a published one: Lite0's weights
-    (``tf_efficientnet_lite0.in1k``) get ResNet50's published row. results.json and the printed
-    table put each published value beside our Crop / Black mean with our interval and whether
-    it lies inside. Catches a lookup by the bare spec (timm's default tag for ``resnet50`` is
-    not torchvision's weights), published values shown for a modified model, and an inside
-    flag computed against another interval."""
-    import evaluate
-    from lightning_inv.protocols import presets
-
-    table = presets.published_table1()
-    stand_in = {
-        **table,
-        "models": {"tf_efficientnet_lite0.in1k": table["models"]["resnet50.tv_in1k"]},
-    }
-    monkeypatch.setattr(presets, "published_table1", lambda: stand_in)
-    code = evaluate.main(["--experiment", "table1", "--models", "tf_efficientnet_lite0",
-                          "tf_efficientnet_lite0:rics", "--image-size", "64", "--num-images",
-                          "3", "--logger", "none", "--no-figures", "--resamples", "100",
-                          "--output", str(tmp_path)])  # fmt: skip
-    assert code == 0
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["weights"] == {"tf_efficientnet_lite0": "tf_efficientnet_lite0.in1k",
-                                "tf_efficientnet_lite0:rics": None}  # fmt: skip
-    published = saved["table1_published"]
-    assert list(published) == ["tf_efficientnet_lite0"]
-    row = published["tf_efficientnet_lite0"]
-    contrast = saved["table1_black_minus_crop"]["tf_efficientnet_lite0"]
-    for protocol, value in (("crop", 0.061), ("black", 0.20)):
-        cell = row[protocol]["p_top1_change"]
-        assert cell["published"] == value
-        assert cell["ours"] == contrast["p_top1_change"][protocol]
-        assert cell["ci95"] == contrast["p_top1_change"][f"{protocol}_ci95"]
-        assert cell["inside"] == (cell["ci95"][0] <= value <= cell["ci95"][1])
-    out = capsys.readouterr().out
-    assert "beside the published ResNet50" in out and "published 0.061" in out
-    # The inside flag on a value that is inside, against the same contrast:
-    ours = contrast["mac"]["crop"]
-    monkeypatch.setattr(
-        presets, "published_table1",
-        lambda: {**stand_in, "models": {"x.y": {"paper_name": "X", "crop": {"mac": ours}, "black": {}}}},
-    )  # fmt: skip
-    assert presets.beside_published(contrast, "x.y")["crop"]["mac"]["inside"] is True
-    assert presets.beside_published(contrast, "resnet50.a1_in1k") is None

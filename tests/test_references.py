@@ -309,8 +309,14 @@ def _aps_down(x: torch.Tensor, indices: torch.Tensor | None = None):
     half = torch.arange(n // 2)
     even, odd = 2 * half[None, :], 1 + 2 * half[None, :]
     even_rows, odd_rows = 2 * n * half[:, None], n + 2 * n * half[:, None]
-    permute = torch.cat([(even + even_rows).view(-1), (even + odd_rows).view(-1),
-                         (odd + even_rows).view(-1), (odd + odd_rows).view(-1)])  # fmt: skip
+    permute = torch.cat(
+        [
+            (even + even_rows).view(-1),
+            (even + odd_rows).view(-1),
+            (odd + even_rows).view(-1),
+            (odd + odd_rows).view(-1),
+        ]
+    )
     poly = x.reshape(b, c, -1).index_select(2, permute).view(b, c, 4, -1).permute(0, 2, 1, 3)
     if indices is None:
         indices = torch.norm(poly, dim=(2, 3), p=2).argmax(dim=1)

@@ -22,8 +22,9 @@ def test_interval_is_numpys_percentile_bootstrap_of_the_image_means():
     expected = tuple(np.percentile(means, [2.5, 97.5]))
     assert bootstrap_interval(values, resamples=1000, seed=7) == pytest.approx(expected, abs=1e-12)
     # And it agrees with SciPy's percentile bootstrap up to resampling noise.
-    scipy_ci = stats.bootstrap((values,), np.mean, n_resamples=20000, method="percentile",
-                               rng=np.random.default_rng(0)).confidence_interval  # fmt: skip
+    scipy_ci = stats.bootstrap(
+        (values,), np.mean, n_resamples=20000, method="percentile", rng=np.random.default_rng(0)
+    ).confidence_interval
     ours = bootstrap_interval(values, resamples=20000)
     assert ours == pytest.approx((scipy_ci.low, scipy_ci.high), abs=0.03)
     with pytest.raises(ValueError, match="one per image"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ from lightning_inv.data.augment import (
 )
 from lightning_inv.data.digits import CentredDigits
 from lightning_inv.data.training import DigitsDataModule, ImageFolderDataModule
-from lightning_inv.models.classifier import ConfigError, InvarianceClassifier
+from lightning_inv.models.classifier import ConfigError
 
 SMOKE = "configs/digits_smoke.yaml"
 
@@ -31,8 +32,12 @@ def _run(repo_root, cwd, script: str, *args: str) -> subprocess.CompletedProcess
     env.update(WANDB_MODE="offline", WANDB_SILENT="true")
     return subprocess.run(
         [sys.executable, str(repo_root / script), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _history(folder) -> list[dict]:
@@ -50,9 +55,13 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
     history = _history(run)
     assert [h["epoch"] for h in history] == [0, 1]
     # The same result keys as evaluate.py gives these protocols (one measuring core).
-    for key in ("random_location_black_s0.3/accuracy", "random_location_black_s0.5/accuracy",
-                "translate_black/p_top1_change", "translate_black/jagged_fraction",
-                "translate_black/centred_accuracy"):  # fmt: skip
+    for key in (
+        "random_location_black_s0.3/accuracy",
+        "random_location_black_s0.5/accuracy",
+        "translate_black/p_top1_change",
+        "translate_black/jagged_fraction",
+        "translate_black/centred_accuracy",
+    ):
         assert 0 <= history[-1][key] <= 1, key
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B offline run to sync later
     # Figures went to the W&B run (two per epoch), not left as files.
@@ -62,19 +71,48 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
     )
     assert media == ["accuracy", "accuracy", "heatmap", "heatmap"]
     # `train.py test` measures the checkpoint and keeps the training history.
-    done = _run(repo_root, tmp_path, "train.py", "test", "--config", str(repo_root / SMOKE),
-                f"--ckpt_path={checkpoint}", "--trainer.logger=false")  # fmt: skip
+    done = _run(
+        repo_root,
+        tmp_path,
+        "train.py",
+        "test",
+        "--config",
+        str(repo_root / SMOKE),
+        f"--ckpt_path={checkpoint}",
+        "--trainer.logger=false",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     tested = json.loads((run / "invariance_test.json").read_text())
     assert tested["stage"] == "test" and 0 <= tested["translate_black/p_top1_change"] <= 1
     assert _history(run) == history
     # evaluate.py re-creates the model from the checkpoint's hyperparameters.
     done = _run(
-        repo_root, tmp_path, "evaluate.py", "--models", str(checkpoint), "--data", "digits",
-        "--num-images", "4", "--protocols", "translate_black", "random_location", "--scales", "0.5",
-        "--location-fill", "black", "--object-scale", "0.5",
-        "--max-shift", "2", "--logger", "none", "--no-figures", "--output", str(tmp_path / "eval"),
-    )  # fmt: skip
+        repo_root,
+        tmp_path,
+        "evaluate.py",
+        "--models",
+        str(checkpoint),
+        "--data",
+        "digits",
+        "--num-images",
+        "4",
+        "--protocols",
+        "translate_black",
+        "random_location",
+        "--scales",
+        "0.5",
+        "--location-fill",
+        "black",
+        "--object-scale",
+        "0.5",
+        "--max-shift",
+        "2",
+        "--logger",
+        "none",
+        "--no-figures",
+        "--output",
+        str(tmp_path / "eval"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "eval/results.json").read_text())["models"][str(checkpoint)]
     assert results["translate_black"]["num_images"] == 4
@@ -101,8 +139,12 @@ def test_resumed_run_ends_like_an_uninterrupted_one(repo_root, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     # Without W&B the figure callback writes PNG files and does nothing else.
     figures = sorted(p.name for p in (straight / "runs/train/digits_smoke/figures").iterdir())
-    assert figures == ["accuracy_vs_scale_epoch000.png", "accuracy_vs_scale_epoch001.png",
-                       "heatmap_translate_epoch000.png", "heatmap_translate_epoch001.png"]  # fmt: skip
+    assert figures == [
+        "accuracy_vs_scale_epoch000.png",
+        "accuracy_vs_scale_epoch001.png",
+        "heatmap_translate_epoch000.png",
+        "heatmap_translate_epoch001.png",
+    ]
     one = _history(straight / "runs/train/digits_smoke")
     two = _history(split / "runs/train/digits_smoke")
     assert [h["epoch"] for h in two] == [
@@ -124,8 +166,16 @@ def test_wrong_class_count_and_nan_loss_stop_with_a_clear_message(repo_root, tmp
     assert not (
         tmp_path / "runs/train/digits_smoke/checkpoints"
     ).exists()  # stopped before training
-    done = _run(repo_root, tmp_path, "train.py", "fit", *config, "--model.lr=1e30",
-                "--model.optimizer=sgd", "--model.warmup_epochs=0")  # fmt: skip
+    done = _run(
+        repo_root,
+        tmp_path,
+        "train.py",
+        "fit",
+        *config,
+        "--model.lr=1e30",
+        "--model.optimizer=sgd",
+        "--model.warmup_epochs=0",
+    )
     assert done.returncode == 1
     assert (
         "training loss is nan" in done.stderr.lower()
@@ -198,17 +248,24 @@ def test_invalid_augmentation_is_refused():
 
 
 @pytest.mark.slow
-def test_invariance_callback_gives_the_same_numbers_on_two_processes(tmp_path):
+def test_invariance_callback_gives_the_same_numbers_on_two_processes(tmp_path, make_tiny):
     def validate(devices: int) -> dict[str, float]:
-        torch.manual_seed(0)
-        model = InvarianceClassifier("resnet10t", pretrained=False, num_classes=10, image_size=32)
+        model = make_tiny(32)
         trainer = pl.Trainer(
-            accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-            logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=1, default_root_dir=tmp_path,
-            callbacks=[InvarianceEvaluation(num_images=7, scales=(0.5,), max_shift=2, batch_size=3),
-                       InvarianceFigures()],
-        )  # fmt: skip
+            accelerator="cpu",
+            devices=devices,
+            strategy="ddp_spawn" if devices > 1 else "auto",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=1,
+            default_root_dir=tmp_path,
+            callbacks=[
+                InvarianceEvaluation(num_images=7, scales=(0.5,), max_shift=2, batch_size=3),
+                InvarianceFigures(),
+            ],
+        )
         trainer.validate(
             model, DigitsDataModule(canvas=32, digit_size=16, batch_size=8), verbose=False
         )
@@ -234,9 +291,11 @@ def test_imagefolder_module_counts_classes_augments_and_skips_unreadable(tmp_pat
                 Image.new("RGB", (40 + 4 * i, 36), (60 * i, 100, 30)).save(folder / f"{i}.png")
     (tmp_path / "train/cats/broken.png").write_bytes(b"not an image")
     module = ImageFolderDataModule(
-        tmp_path, image_size=32, batch_size=8,
+        tmp_path,
+        image_size=32,
+        batch_size=8,
         augmentation=Augmentation(random_resized_crop=(0.5, 1.0), hflip=0.5),
-    )  # fmt: skip
+    )
     assert module.num_classes == 2
     with pytest.warns(UserWarning, match="broken.png"):
         batch = next(iter(module.train_dataloader()))
@@ -268,3 +327,133 @@ def test_cifar10_without_its_files_says_where_and_what_to_do(tmp_path):
     module = CIFAR10DataModule(root=tmp_path / "cifar", download=False)
     with pytest.raises(RuntimeError, match=r"CIFAR-10 is not under .*set data\.root"):
         module.prepare_data()
+
+
+def _train(repo_root, cwd, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    return subprocess.run(
+        [sys.executable, str(repo_root / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_train_keeps_one_run_per_folder_and_moves_every_path_with_it(repo_root, tmp_path):
+    config = [
+        "fit",
+        "--config",
+        str(repo_root / "configs/digits_smoke.yaml"),
+        "--trainer.max_epochs=1",
+        f"--trainer.default_root_dir={tmp_path / 'mine'}",
+    ]
+    done = _train(repo_root, tmp_path, *config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "mine"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
+    assert list(run.glob("wandb/offline-run-*")) and not (tmp_path / "runs").exists()
+    done = _train(repo_root, tmp_path, *config)  # a rerun: refused, nothing touched
+    assert done.returncode == 2 and "holds an earlier run" in done.stderr
+    assert "--ckpt_path" in done.stderr and "--overwrite" in done.stderr
+    done = _train(repo_root, tmp_path, *config, "--overwrite=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "epoch=0-step=3.ckpt",
+        "last.ckpt",
+    ]
+    assert len(list(run.glob("wandb/offline-run-*"))) == 1  # the earlier W&B run went with it
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--model.lr=-1", "--model.lr must be >= 1e-12"),
+        ("--data.batch_size=0", "--data.batch_size must be >= 1"),
+    ],
+)
+def test_train_range_errors_name_the_flag(flag, message, repo_root, tmp_path, capsys, monkeypatch):
+    import train
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # not pytest's arguments
+    code = train.main(
+        [
+            "fit",
+            "--config",
+            str(repo_root / "configs/digits_smoke.yaml"),
+            flag,
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false",
+        ]
+    )
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_saves_last_ckpt_and_exits_non_zero(repo_root, tmp_path, stop_when):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(repo_root / "train.py"),
+            "fit",
+            "--config",
+            str(repo_root / "configs/digits_smoke.yaml"),
+            "--trainer.max_epochs=50",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={run}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert stop_when(process, run / "invariance_history.json") == 128 + signal.SIGTERM
+    assert "stopped: saved" in process.communicate()[1]
+    checkpoint = torch.load(
+        run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert checkpoint["global_step"] >= 3  # at least the first epoch's steps, then the stop
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--data.init_args.augmentation.translate=1.5"],
+            "--data.augmentation.translate is a fraction of the side in [0, 1), got 1.5",
+        ),
+        (["--trainer.default_root_dir={blocked}/run"], "cannot write to run folder"),
+        (["--trainer.logger.init_args.save_dir={blocked}/wandb"], "cannot write to run folder"),
+    ],
+)
+def test_train_settings_are_one_line_errors(
+    flags, message, repo_root, tmp_path, monkeypatch, last_error
+):
+    """Before: a 109-line chain of parser errors with the message buried inside (augmentation
+    out of range), a NotADirectoryError traceback (a run or W&B folder that cannot be made)."""
+    import train
+
+    blocked = tmp_path / "a file"
+    blocked.write_text("x")
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    code = train.main(
+        [
+            "fit",
+            "--config",
+            str(repo_root / "configs/digits_smoke.yaml"),
+            f"--trainer.default_root_dir={tmp_path / 'ok'}",
+            "--overwrite=true",
+            *[f.format(blocked=blocked) for f in flags],
+        ]
+    )
+    assert code == 2
+    assert message in last_error()

@@ -11,7 +11,6 @@ from callbacks.invariance import change_stroke
 from lightning_inv.data.augment import AugmentedDataset
 from lightning_inv.data.digits import CentredDigits, PlacedDigits, Placement
 from lightning_inv.data.training import DigitsDataModule
-from lightning_inv.models.classifier import InvarianceClassifier
 from lightning_inv.protocols import RandomLocation, Region, Translate
 
 TOP = Region(rows=(0.0, 0.5))
@@ -65,25 +64,36 @@ def test_stroke_change_thickens_and_thins():
     assert torch.equal(change_stroke(image, 0), image)
 
 
-def test_callback_reports_each_named_set_under_its_own_keys(tmp_path):
+def test_callback_reports_each_named_set_under_its_own_keys(tmp_path, make_tiny):
     """A tiny model trained a few steps with top-half placement: the callback logs every set
     under its own keys (history file and logged metrics), and a thickened set measures other
     views than the plain one (a stroke that was not applied would give equal numbers)."""
-    torch.manual_seed(0)
-    model = InvarianceClassifier("resnet10t", pretrained=False, num_classes=10, image_size=32)
-    data = DigitsDataModule(canvas=32, digit_size=16, batch_size=16, max_train_images=64,
-                            placement=Placement(scales=(0.3, 0.4), region=TOP))  # fmt: skip
-    sets = [InvarianceSet("seen", scales=(0.3,), region=TOP, direction="horizontal"),
-            InvarianceSet("unseen", scales=(0.3,), region=BOTTOM, direction="horizontal"),
-            InvarianceSet("seen_thick", scales=(0.3,), region=TOP, direction="horizontal",
-                          stroke=1)]  # fmt: skip
+    model = make_tiny(32).train()
+    data = DigitsDataModule(
+        canvas=32,
+        digit_size=16,
+        batch_size=16,
+        max_train_images=64,
+        placement=Placement(scales=(0.3, 0.4), region=TOP),
+    )
+    sets = [
+        InvarianceSet("seen", scales=(0.3,), region=TOP, direction="horizontal"),
+        InvarianceSet("unseen", scales=(0.3,), region=BOTTOM, direction="horizontal"),
+        InvarianceSet("seen_thick", scales=(0.3,), region=TOP, direction="horizontal", stroke=1),
+    ]
     callback = InvarianceEvaluation(num_images=12, max_shift=2, batch_size=6, sets=sets)
     trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=1,
-        logger=pl.loggers.CSVLogger(tmp_path), enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[callback, InvarianceFigures(save_files=True)], default_root_dir=tmp_path,
-    )  # fmt: skip
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        logger=pl.loggers.CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback, InvarianceFigures(save_files=True)],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, data)
     record = callback.history[-1]
     for name in ("seen", "unseen", "seen_thick"):
@@ -98,8 +108,13 @@ def test_callback_reports_each_named_set_under_its_own_keys(tmp_path):
     with pytest.raises(ValueError, match="differ"):
         InvarianceEvaluation(sets=[InvarianceSet("a"), InvarianceSet("a")])
     tall = InvarianceSet("low", scales=(0.3,), region=BOTTOM, direction="vertical")
-    late = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
-                      callbacks=[InvarianceEvaluation(max_shift=9, sets=[tall])])  # fmt: skip
+    late = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[InvarianceEvaluation(max_shift=9, sets=[tall])],
+    )
     with pytest.raises(ValueError, match="moves at most"):  # at setup, before any step
         late.fit(model, data)
     assert late.global_step == 0

@@ -16,8 +16,19 @@ import torch
 from lightning_inv.data.images import class_folders, resolve_labels
 from lightning_inv.models.specs import ModelSpec
 
-PRECISIONS = ("64", "32", "16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
-              "32-true", "64-true", "transformer-engine")  # fmt: skip
+PRECISIONS = (
+    "64",
+    "32",
+    "16",
+    "bf16",
+    "16-mixed",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+    "32-true",
+    "64-true",
+    "transformer-engine",
+)
 
 
 @dataclass(frozen=True)

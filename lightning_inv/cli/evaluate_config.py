@@ -8,7 +8,6 @@ settings the run started with.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,11 +17,11 @@ from jsonargparse import (
     ActionConfigFile,
     ActionYesNo,
     ArgumentParser,
-    DefaultHelpFormatter,
     Namespace,
 )
 
 from lightning_inv.cli.checks import check_config_file
+from lightning_inv.cli.help import HelpFormatter
 from lightning_inv.data.datamodules import EVAL_DATASETS
 from lightning_inv.data.images import EXIF_ORIENTATION, LABEL_MODES, MAX_IMAGE_PIXELS
 from lightning_inv.files import read_json
@@ -35,16 +34,32 @@ from lightning_inv.protocols.sweeps import DEFAULT_OBJECT_SCALE
 from lightning_inv.reporting.loggers import LOGGER_CHOICES
 
 PROTOCOL_CHOICES = (
-    "translate_inpaint", "translate_mean", "translate_black", "translate_edge", "crop",
-    "scale_inpaint", "scale_mean", "embed", "random_location", "pair_shift", "circular",
-    "sequence", "imagenet_p_translate", "worst_of_k",
-)  # fmt: skip
+    "translate_inpaint",
+    "translate_mean",
+    "translate_black",
+    "translate_edge",
+    "crop",
+    "scale_inpaint",
+    "scale_mean",
+    "embed",
+    "random_location",
+    "pair_shift",
+    "circular",
+    "sequence",
+    "imagenet_p_translate",
+    "worst_of_k",
+)
 LIST_FLAGS = ("models", "experiment", "protocols", "scales", "compare")
 # Flags that change how a run computes, not what (the numbers stay the same): --resume takes them.
-RESUME_CAN_CHANGE = ("num_workers", "devices", "accelerator", "save_every", "batch_size",
-                     "chunk_size")  # fmt: skip
-NOT_SETTINGS = ("config", "__default_config__", "output", "resume", "overwrite",
-                *RESUME_CAN_CHANGE)  # fmt: skip
+RESUME_CAN_CHANGE = (
+    "num_workers",
+    "devices",
+    "accelerator",
+    "save_every",
+    "batch_size",
+    "chunk_size",
+)
+NOT_SETTINGS = ("config", "__default_config__", "output", "resume", "overwrite", *RESUME_CAN_CHANGE)
 
 
 @dataclass
@@ -107,89 +122,143 @@ class EvaluateConfig:
 
 YES_NO = {"action": "yes/no"}  # each flag gets its own ActionYesNo (--x / --no-x)
 FLAGS: dict[str, dict[str, Any]] = {
-    "models": {"nargs": "+", "help": "timm names (with a pretrained tag: resnet50.tv_in1k), "
-               "NAME:MODIFIER (avgpool, blurpool[N], blurpool_all[N], aps, aps_circular, rics[M]; "
-               "joined by +), or checkpoint files of train.py (offline ImageNet weights: "
-               f"{', '.join(OFFLINE_WEIGHTS)})"},
-    "pretrained": {**YES_NO, "help": "ImageNet weights for timm names (offline for "
-                   "tf_efficientnet_lite0/1/2)"},
+    "models": {
+        "nargs": "+",
+        "help": "timm names (with a pretrained tag: resnet50.tv_in1k), "
+        "NAME:MODIFIER (avgpool, blurpool[N], blurpool_all[N], aps, aps_circular, rics[M]; "
+        "joined by +), or checkpoint files of train.py (offline ImageNet weights: "
+        f"{', '.join(OFFLINE_WEIGHTS)})",
+    },
+    "pretrained": {
+        **YES_NO,
+        "help": "ImageNet weights for timm names (offline for tf_efficientnet_lite0/1/2)",
+    },
     "num_classes": {"type": int | None, "help": "classifier size for timm names"},
-    "image_size": {"type": int | None, "help": "canvas side in px (default: the model's native "
-                   "resolution, or a checkpoint's)"},
-    "data": {"choices": EVAL_DATASETS, "help": "sample: the 27 offline photos (7 shipped photos + "
-             "20 ImageNet validation photos); imagenet_val: those 20; imagefolder: --data-root; "
-             "digits: held-out digits cropped tight, placed by the protocols"},
+    "image_size": {
+        "type": int | None,
+        "help": "canvas side in px (default: the model's native resolution, or a checkpoint's)",
+    },
+    "data": {
+        "choices": EVAL_DATASETS,
+        "help": "sample: the 27 offline photos (7 shipped photos + "
+        "20 ImageNet validation photos); imagenet_val: those 20; imagefolder: --data-root; "
+        "digits: held-out digits cropped tight, placed by the protocols",
+    },
     "data_root": {"type": Path | None, "help": "root of <root>/<synset>/<images>"},
-    "max_image_pixels": {"type": int, "help": "skip (and name) images with more pixels than "
-                         "this, unread: decompression bombs"},
-    "exif_orientation": {"choices": EXIF_ORIENTATION, "help": "ignore: measure photos as stored, "
-                         "as torchvision, timm and the reference scripts load them; apply: rotate "
-                         "them as their EXIF orientation tag says (phone photos)"},
+    "max_image_pixels": {
+        "type": int,
+        "help": "skip (and name) images with more pixels than this, unread: decompression bombs",
+    },
+    "exif_orientation": {
+        "choices": EXIF_ORIENTATION,
+        "help": "ignore: measure photos as stored, "
+        "as torchvision, timm and the reference scripts load them; apply: rotate "
+        "them as their EXIF orientation tag says (phone photos)",
+    },
     "num_images": {"type": int | None, "help": "seeded random subset of the data"},
-    "labels": {"choices": LABEL_MODES, "help": "imagefolder labels: imagenet (synset folders -> "
-               "the 1000 ImageNet classes), folders (sorted folder order, for a model trained on "
-               "these folders) or auto (imagenet when every folder is a synset, folders when none "
-               "is; a mix is refused)"},
-    "experiment": {"nargs": "+", "choices": [*PRESETS, PAPER], "metavar": "NAME",
-                   "help": f"paper presets with the authors' parameters: {', '.join(PRESETS)}, "
-                   f"or '{PAPER}' for all (default: {' '.join(DEFAULT_EXPERIMENTS)} when no "
-                   "--protocols are given)"},
-    "protocols": {"nargs": "+", "choices": PROTOCOL_CHOICES, "metavar": "PROTOCOL",
-                  "help": "protocols with the parameters below, besides the presets: "
-                  f"{', '.join(PROTOCOL_CHOICES)}"},
-    "scales": {"type": float, "nargs": "+", "help": "object scales of --protocols "
-               "random_location"},
-    "location_fill": {"choices": FILL_MODES, "help": "background of random_location and fig6 "
-                      "(default: black for digits, else inpaint)"},
-    "max_shift": {"type": int | None, "help": "translate: shifts -N..N px (default: 16 px at "
-                  "224, scaled to the canvas)"},
-    "direction": {"choices": ("vertical", "horizontal", "diagonal"), "help": "direction of "
-                  "translate, crop, embed and sequence in --protocols (default: each protocol's "
-                  "own; presets keep their authors' direction)"},
-    "object_scale": {"type": float | None, "help": "object side / canvas for translate and fig2 "
-                     f"(default: a checkpoint's training placement, else {DEFAULT_OBJECT_SCALE})"},
-    "nonshiftability": {**YES_NO, "help": "record nonshiftability (fig10, or every ordered "
-                        "protocol without presets)"},
-    "probe": {"choices": PROBE_KINDS, "help": "what fig10 counts: activity (the output of every "
-              "nonlinearity, the paper's 'activities') or conv (raw convolution outputs, before "
-              "norm and activation)"},
+    "labels": {
+        "choices": LABEL_MODES,
+        "help": "imagefolder labels: imagenet (synset folders -> "
+        "the 1000 ImageNet classes), folders (sorted folder order, for a model trained on "
+        "these folders) or auto (imagenet when every folder is a synset, folders when none "
+        "is; a mix is refused)",
+    },
+    "experiment": {
+        "nargs": "+",
+        "choices": [*PRESETS, PAPER],
+        "metavar": "NAME",
+        "help": f"paper presets with the authors' parameters: {', '.join(PRESETS)}, "
+        f"or '{PAPER}' for all (default: {' '.join(DEFAULT_EXPERIMENTS)} when no "
+        "--protocols are given)",
+    },
+    "protocols": {
+        "nargs": "+",
+        "choices": PROTOCOL_CHOICES,
+        "metavar": "PROTOCOL",
+        "help": "protocols with the parameters below, besides the presets: "
+        f"{', '.join(PROTOCOL_CHOICES)}",
+    },
+    "scales": {"type": float, "nargs": "+", "help": "object scales of --protocols random_location"},
+    "location_fill": {
+        "choices": FILL_MODES,
+        "help": "background of random_location and fig6 (default: black for digits, else inpaint)",
+    },
+    "max_shift": {
+        "type": int | None,
+        "help": "translate: shifts -N..N px (default: 16 px at 224, scaled to the canvas)",
+    },
+    "direction": {
+        "choices": ("vertical", "horizontal", "diagonal"),
+        "help": "direction of "
+        "translate, crop, embed and sequence in --protocols (default: each protocol's "
+        "own; presets keep their authors' direction)",
+    },
+    "object_scale": {
+        "type": float | None,
+        "help": "object side / canvas for translate and fig2 "
+        f"(default: a checkpoint's training placement, else {DEFAULT_OBJECT_SCALE})",
+    },
+    "nonshiftability": {
+        **YES_NO,
+        "help": "record nonshiftability (fig10, or every ordered protocol without presets)",
+    },
+    "probe": {
+        "choices": PROBE_KINDS,
+        "help": "what fig10 counts: activity (the output of every "
+        "nonlinearity, the paper's 'activities') or conv (raw convolution outputs, before "
+        "norm and activation)",
+    },
     "resamples": {"type": int, "help": "bootstrap resamples for the 95% intervals"},
-    "compare": {"nargs": 2, "metavar": "MODEL", "help": "paired differences for this pair only "
-                "(default: every pair of --models)"},
+    "compare": {
+        "nargs": 2,
+        "metavar": "MODEL",
+        "help": "paired differences for this pair only (default: every pair of --models)",
+    },
     "seed": {"type": int, "help": "seeds the views of every protocol (per image)"},
     "batch_size": {"type": int, "help": "images per step (each makes T views)"},
     "chunk_size": {"type": int, "help": "views per forward pass"},
-    "num_workers": {"type": int, "help": "image-decoding worker processes (0: in the main "
-                    "process; use several on a GPU)"},
+    "num_workers": {
+        "type": int,
+        "help": "image-decoding worker processes (0: in the main process; use several on a GPU)",
+    },
     "accelerator": {"help": "auto, cpu, gpu, cuda or mps"},
     "devices": {"help": "auto, a number of devices (DDP), -1 (all) or indices (0,1)"},
-    "precision": {"type": str | None, "help": "Lightning precision: 32 (default), bf16-mixed or "
-                  "16-mixed (autocast)"},
-    "channels_last": {**YES_NO, "help": "channels_last weights and inputs (faster on GPUs; same "
-                      "numbers up to rounding)"},
+    "precision": {
+        "type": str | None,
+        "help": "Lightning precision: 32 (default), bf16-mixed or 16-mixed (autocast)",
+    },
+    "channels_last": {
+        **YES_NO,
+        "help": "channels_last weights and inputs (faster on GPUs; same numbers up to rounding)",
+    },
     "compile": {**YES_NO, "help": "torch.compile each model (pays off on GPUs over many images)"},
     "output": {"type": Path | None, "help": "default: runs/evaluate-<time>"},
-    "logger": {"choices": LOGGER_CHOICES, "help": "where the numbers go besides results.json: csv "
-               "(metrics.csv), wandb (offline when not logged in; `wandb sync` uploads later) or "
-               "none"},
+    "logger": {
+        "choices": LOGGER_CHOICES,
+        "help": "where the numbers go besides results.json: csv "
+        "(metrics.csv), wandb (offline when not logged in; `wandb sync` uploads later) or "
+        "none",
+    },
     "figures": {**YES_NO, "help": "draw the paper's figures as PNG under OUTPUT/figures"},
-    "resume": {"type": Path | None, "help": "continue the interrupted run in this folder with its "
-               "own config.yaml: finished models are kept, the model in progress restarts from "
-               "its last saved batch"},
-    "save_every": {"type": int, "help": "save the measures of the model in progress every N "
-                   "batches (for --resume)"},
+    "resume": {
+        "type": Path | None,
+        "help": "continue the interrupted run in this folder with its "
+        "own config.yaml: finished models are kept, the model in progress restarts from "
+        "its last saved batch",
+    },
+    "save_every": {
+        "type": int,
+        "help": "save the measures of the model in progress every N batches (for --resume)",
+    },
     "overwrite": {**YES_NO, "help": "allow writing into an existing --output"},
-}  # fmt: skip
-
-
-class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """jsonargparse's help (types, defaults) with the description's examples kept as written."""
+}
 
 
 def build_parser(description: str = "") -> ArgumentParser:
     """The flags of ``EvaluateConfig``, each with its default and help."""
-    parser = ArgumentParser(prog="evaluate.py", description=description,
-                            formatter_class=HelpFormatter)  # fmt: skip
+    parser = ArgumentParser(
+        prog="evaluate.py", description=description, formatter_class=HelpFormatter
+    )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these flags")
     defaults = EvaluateConfig()
     for spec in fields(EvaluateConfig):
@@ -248,9 +317,13 @@ def check_config(config: EvaluateConfig) -> str | None:
         return f"--max-image-pixels must be at least 1, got {config.max_image_pixels}"
     if config.num_workers < 0:
         return f"--num-workers must be >= 0, got {config.num_workers}"
-    positive = {"--batch-size": config.batch_size, "--chunk-size": config.chunk_size,
-                "--resamples": config.resamples, "--num-images": config.num_images or 1,
-                "--image-size": config.image_size or 8}  # fmt: skip
+    positive = {
+        "--batch-size": config.batch_size,
+        "--chunk-size": config.chunk_size,
+        "--resamples": config.resamples,
+        "--num-images": config.num_images or 1,
+        "--image-size": config.image_size or 8,
+    }
     for flag, value in positive.items():
         if value < 1:
             return f"{flag} must be at least 1, got {value}"

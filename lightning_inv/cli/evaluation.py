@@ -18,7 +18,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import Dataset, Subset
 
 from lightning_inv.cli.evaluate_config import EvaluateConfig
-from lightning_inv.data.datamodules import EvalDataModule, build_eval_dataset
+from lightning_inv.data.datamodules import EvalDataModule, build_eval_dataset, unwrap
 from lightning_inv.files import read_json, write_atomically, write_json
 from lightning_inv.measuring.contrasts import compare_models, preset_summaries
 from lightning_inv.measuring.core import ProtocolResult
@@ -38,6 +38,7 @@ from lightning_inv.reporting.run_folder import (
     data_manifest,
     load_model_results,
     manifest_changes,
+    remove_stale_temporaries,
     save_model_results,
 )
 from lightning_inv.reporting.tables import image_namer, label_namer
@@ -102,12 +103,19 @@ def eval_dataset(
     for their names and manifest)."""
     data_config = classifier.data_config if classifier is not None else {}
     return build_eval_dataset(
-        config.data, classifier.image_size if classifier is not None else 32, config.data_root,
-        data_config.get("crop_pct", 0.875), data_config.get("interpolation", "bicubic"),
-        config.num_images, config.seed, keep_original=keep_original,
-        crop_mode=data_config.get("crop_mode"), labels=config.labels,
-        max_pixels=config.max_image_pixels, exif_orientation=config.exif_orientation,
-    )  # fmt: skip
+        config.data,
+        classifier.image_size if classifier is not None else 32,
+        config.data_root,
+        data_config.get("crop_pct", 0.875),
+        data_config.get("interpolation", "bicubic"),
+        config.num_images,
+        config.seed,
+        keep_original=keep_original,
+        crop_mode=data_config.get("crop_mode"),
+        labels=config.labels,
+        max_pixels=config.max_image_pixels,
+        exif_orientation=config.exif_orientation,
+    )
 
 
 class StopRequests:
@@ -154,16 +162,8 @@ def remaining_subset(dataset: Dataset, done: set[int]) -> Dataset:
     """``dataset`` without the items whose data set index is in ``done`` (indices kept)."""
     if not done:
         return dataset
-    keep = [pos for pos, index in enumerate(dataset_indices(dataset)) if index not in done]
-    return Subset(dataset, keep)
-
-
-def dataset_indices(dataset: Dataset) -> list[int]:
-    """The data set index (the ``"index"`` a sample reports) of every position, unread."""
-    if isinstance(dataset, Subset):
-        inner = dataset_indices(dataset.dataset)
-        return [inner[i] for i in dataset.indices]
-    return list(range(len(dataset)))  # type: ignore[arg-type]
+    _, indices = unwrap(dataset)
+    return Subset(dataset, [pos for pos, index in enumerate(indices) if index not in done])
 
 
 def build_model(
@@ -173,8 +173,9 @@ def build_model(
     per model: random weights (``--no-pretrained``) do not depend on the models before it, so a
     resumed run rebuilds the same model."""
     pl.seed_everything(config.seed, verbose=False)
-    classifier = model.build(config.pretrained, config.image_size, config.channels_last,
-                             config.compile)  # fmt: skip
+    classifier = model.build(
+        config.pretrained, config.image_size, config.channels_last, config.compile
+    )
     trained_scale = model.placement[1] if model.placement else None
     object_scale = config.object_scale or trained_scale or DEFAULT_OBJECT_SCALE
     mean = tuple(classifier.data_config["mean"])
@@ -196,25 +197,39 @@ def measure_model(
     canvas = classifier.image_size
     subsampling = measure_subsampling(classifier.model, canvas)
     evaluator = InvarianceEvaluator(
-        classifier, protocols, chunk_size=config.chunk_size, probe=config.nonshiftability,
-        probe_kind=config.probe, probe_keys=probed, keep_per_image=True,
-        resamples=config.resamples, seed=config.seed, partial_path=partial,
-        save_every=config.save_every, stop_signal=stop,
-    )  # fmt: skip
+        classifier,
+        protocols,
+        chunk_size=config.chunk_size,
+        probe=config.nonshiftability,
+        probe_kind=config.probe,
+        probe_keys=probed,
+        keep_per_image=True,
+        resamples=config.resamples,
+        seed=config.seed,
+        partial_path=partial,
+        save_every=config.save_every,
+        stop_signal=stop,
+    )
     done = evaluator.load_partial(partial, restore=is_main)
     remaining = remaining_subset(dataset, done)
     if is_main:
         print(f"[{model.spec}] {subsampling.describe()}")
         resumed = f", {len(done)} already measured (resumed)" if done else ""
-        print(f"[{model.spec}] {len(dataset)} images{resumed}, canvas {canvas} px, object scale "
-              f"{object_scale:g}")  # fmt: skip
+        print(
+            f"[{model.spec}] {len(dataset)} images{resumed}, canvas {canvas} px, object scale "
+            f"{object_scale:g}"
+        )
         for protocol in protocols:
             print(f"    {protocol.describe()}")
     trainer = pl.Trainer(
-        accelerator=config.accelerator, devices=config.devices, precision=config.precision,
-        logger=False, enable_checkpointing=False, enable_model_summary=False,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        precision=config.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
         callbacks=[ImagesPerSecondBar(sum(p.num_views for p in protocols))],
-    )  # fmt: skip
+    )
     data = EvalDataModule(remaining, config.batch_size, config.num_workers)
     try:
         trainer.test(evaluator, datamodule=data, verbose=False)
@@ -222,12 +237,18 @@ def measure_model(
         evaluator.save_partial()
         raise Interrupted(signal.SIGTERM) from stopped
     described = {
-        **model.describe(), "pretrained": config.pretrained, "data": config.data,
+        **model.describe(),
+        "pretrained": config.pretrained,
+        "data": config.data,
         "data_root": str(config.data_root) if config.data_root else None,
-        "num_images": config.num_images, "canvas": canvas, "object_scale": object_scale,
-        "experiments": config.experiment, "seed": config.seed, "resamples": config.resamples,
+        "num_images": config.num_images,
+        "canvas": canvas,
+        "object_scale": object_scale,
+        "experiments": config.experiment,
+        "seed": config.seed,
+        "resamples": config.resamples,
         "protocols": {p.key: p.describe() for p in protocols},
-    }  # fmt: skip
+    }
     weights = model.weights_name(config.pretrained, classifier)
     return Measured(evaluator, dataset, trainer, described, subsampling, weights)
 
@@ -286,6 +307,7 @@ def start_files(config: EvaluateConfig, output: Path, dump: Callable[[], str]) -
     """Before the first model: what the run is (config.yaml, manifest.json) and results.json
     saying nothing is complete, so a run killed at any moment can be resumed; or, resuming,
     the check that the data are what the run measured. Returns the earlier results."""
+    remove_stale_temporaries(output)  # a writer killed mid-write (SIGKILL) left its temporary
     manifest = data_manifest(eval_dataset(config))
     previous = read_json(output / "results.json") if (output / "results.json").is_file() else {}
     if config.resume is not None and (output / MANIFEST).is_file():
@@ -298,8 +320,15 @@ def start_files(config: EvaluateConfig, output: Path, dump: Callable[[], str]) -
         write_atomically(output / "config.yaml", dump())
     write_json(output / MANIFEST, manifest)
     if not previous:
-        write_json(output / "results.json", {"complete": False, "config": config.settings(),
-                                             "models": {}, "missing": list(config.models)})  # fmt: skip
+        write_json(
+            output / "results.json",
+            {
+                "complete": False,
+                "config": config.settings(),
+                "models": {},
+                "missing": list(config.models),
+            },
+        )
     return previous
 
 
@@ -352,8 +381,11 @@ def evaluate(
                 if is_main:
                     results["missing"] = config.models[position:]
                     write_json(output / "results.json", results)
-                    print(f"\ninterrupted during {spec}: results.json says complete: false; "
-                          f"continue with: python evaluate.py --resume {output}", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"\ninterrupted during {spec}: results.json says complete: false; "
+                        f"continue with: python evaluate.py --resume {output}",
+                        file=sys.stderr,
+                    )
                 return 128 + stopped.signum
             if isinstance(measured, str):
                 print(f"error: {measured}", file=sys.stderr)
@@ -386,8 +418,11 @@ def evaluate(
     if problem := write_outputs(
         output, results, per_image, runs, namers, presets, config.logger, configs
     ):
-        print(f"error: {problem}; results.json says complete: false, and python evaluate.py "
-              f"--resume {output} writes the missing outputs", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {problem}; results.json says complete: false, and python evaluate.py "
+            f"--resume {output} writes the missing outputs",
+            file=sys.stderr,
+        )
         return 1
     results["complete"] = True
     write_json(output / "results.json", results)  # last: every other file is written

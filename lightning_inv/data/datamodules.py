@@ -46,6 +46,15 @@ def choose_subset(dataset: Dataset, num_images: int | None, seed: int = 0) -> Da
     return Subset(dataset, chosen.tolist())
 
 
+def unwrap(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """The data set under any ``Subset`` layers and, for each position of ``dataset``, the
+    index in it (the ``"index"`` a sample reports), without reading any item."""
+    if isinstance(dataset, Subset):
+        base, inner = unwrap(dataset.dataset)
+        return base, [inner[i] for i in dataset.indices]
+    return dataset, list(range(len(dataset)))  # type: ignore[arg-type]
+
+
 def build_eval_dataset(
     name: str,
     size: int,
@@ -70,9 +79,14 @@ def build_eval_dataset(
     protocols place them (``Translate(scale=0.5)`` puts one where ``DigitsDataModule`` trains it).
     ``max_pixels`` and ``exif_orientation``: see ``LabelledImageDataset``.
     """
-    photos = {"crop_pct": crop_pct, "interpolation": interpolation,
-              "keep_original": keep_original, "crop_mode": crop_mode,
-              "max_pixels": max_pixels, "exif_orientation": exif_orientation}  # fmt: skip
+    photos = {
+        "crop_pct": crop_pct,
+        "interpolation": interpolation,
+        "keep_original": keep_original,
+        "crop_mode": crop_mode,
+        "max_pixels": max_pixels,
+        "exif_orientation": exif_orientation,
+    }
     if name == "sample":
         dataset: Dataset = LabelledImageDataset(sample_items(), size, **photos)
     elif name == "imagenet_val":

@@ -105,9 +105,12 @@ class PlacedDigits(Dataset):
         item = dict(self.base[key])
         top, left, side = self.box(key)
         digit = F.interpolate(
-            item["image"][None], size=(side, side), mode="bilinear", antialias=True,
+            item["image"][None],
+            size=(side, side),
+            mode="bilinear",
+            antialias=True,
             align_corners=False,
-        )[0].clamp(0, 1)  # fmt: skip
+        )[0].clamp(0, 1)
         frame = torch.zeros(digit.shape[0], self.canvas, self.canvas)
         frame[:, top : top + side, left : left + side] = digit
         item["image"] = frame

@@ -62,9 +62,11 @@ class ClassificationDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_settings(
-            "data", batch_size=(batch_size, 1, None), num_workers=(num_workers, 0, None),
+            "data",
+            batch_size=(batch_size, 1, None),
+            num_workers=(num_workers, 0, None),
             max_train_images=(max_train_images, 1, None),
-        )  # fmt: skip
+        )
         if augmentation is not None and (problem := augmentation.problem("--data.augmentation")):
             raise ConfigError(problem)
         self.batch_size = batch_size

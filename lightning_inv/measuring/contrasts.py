@@ -78,8 +78,12 @@ def beside_published(
     row = table["models"].get(weights or "") if table else None
     if row is None or not measured:
         return None
-    out: dict[str, Any] = {"weights": weights, "paper_name": row["paper_name"],
-                           "source": table["source"], "combination": table["combination"]}  # fmt: skip
+    out: dict[str, Any] = {
+        "weights": weights,
+        "paper_name": row["paper_name"],
+        "source": table["source"],
+        "combination": table["combination"],
+    }
     groups = (preset.contrast.first, preset.contrast.second) if preset.contrast else ()
     for group in groups:
         for measure, value in row.get(group, {}).items():

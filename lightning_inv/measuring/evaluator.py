@@ -148,9 +148,17 @@ class InvarianceEvaluator(pl.LightningModule):
             return
         indices = batch.get("index", torch.arange(len(images)))
         responses = measure_batch(
-            self, self.protocols, list(self.measures), images, labels, indices,
-            batch.get("original"), self.chunk_size, self.probe, validate_args=batch_idx == 0,
-        )  # fmt: skip
+            self,
+            self.protocols,
+            list(self.measures),
+            images,
+            labels,
+            indices,
+            batch.get("original"),
+            self.chunk_size,
+            self.probe,
+            validate_args=batch_idx == 0,
+        )
         for key, layers in responses.items():
             if not layers:
                 continue

@@ -212,37 +212,97 @@ def _zero(protocol: Protocol) -> int:
 MEASURES: dict[str, Measure] = {
     m.name: m
     for m in (
-        Measure("accuracy", lambda x, y, p: view_accuracy(x, y, 1), True,
-                "top-1 accuracy over the views"),
-        Measure("top5_accuracy", lambda x, y, p: view_accuracy(x, y, 5), True,
-                "top-5 accuracy over the views"),
-        Measure("centred_accuracy", lambda x, y, p: centred_accuracy(x, y, _zero(p)), True,
-                "top-1 accuracy of the unshifted view"),
-        Measure("accuracy_first_views", lambda x, y, p: first_views_accuracy(x, y), True,
-                "top-1 accuracy of the first view of each pair (the authors' Table 1 script)"),
-        Measure("true_class_probability", lambda x, y, p: true_class_probability(x, y), True,
-                "mean softmax probability of the true class over the views"),
-        Measure("p_top1_change", lambda x, y, p: top1_change(x, compared_pairs(p)), False,
-                "P(top-1 changes between the compared views: consecutive ones of a sweep)"),
-        Measure("any_top1_change", lambda x, y, p: any_top1_change(x, compared_pairs(p)), False,
-                "fraction of images whose top-1 changes in at least one compared pair "
-                "(worst case over the shifts, Shifman & Weiss 2024)"),
-        Measure("mac", lambda x, y, p: mean_absolute_change(x), False,
-                "mean |p_t[a_t] - p_t+1[a_t]|, a_t the top-1 of view t"),
-        Measure("mad", lambda x, y, p: mean_absolute_difference(x, y), False,
-                "mean |p_t[y] - p_t+1[y]| of the true class (paper Fig. 7)"),
-        Measure("jaggedness_mean", lambda x, y, p: jaggedness_counts(x, y).float(), False,
-                "true class entering/leaving the top-5 between consecutive views, per image"),
-        Measure("jagged_fraction", lambda x, y, p: (jaggedness_counts(x, y) > 0).float(), False,
-                "fraction of images with at least one such transition (paper: ~30%)"),
-        Measure("consistency", lambda x, y, p: consistency(x, compared_pairs(p)), True,
-                "fraction of view pairs with the same top-1 (all pairs of a sweep; the drawn "
-                "pairs of pair_shift and circular)"),
-        Measure("flip_rate", lambda x, y, p: flip_rate(x), False,
-                "ImageNet-P flip probability between consecutive frames"),
-        Measure("top5_distance", lambda x, y, p: top5_distance(x), False,
-                "ImageNet-P top-5 distance between consecutive frames"),
-        Measure("worst_of_k_accuracy", lambda x, y, p: worst_of_k_accuracy(x, y), True,
-                "fraction of images correct in every view"),
+        Measure(
+            "accuracy",
+            lambda x, y, p: view_accuracy(x, y, 1),
+            True,
+            "top-1 accuracy over the views",
+        ),
+        Measure(
+            "top5_accuracy",
+            lambda x, y, p: view_accuracy(x, y, 5),
+            True,
+            "top-5 accuracy over the views",
+        ),
+        Measure(
+            "centred_accuracy",
+            lambda x, y, p: centred_accuracy(x, y, _zero(p)),
+            True,
+            "top-1 accuracy of the unshifted view",
+        ),
+        Measure(
+            "accuracy_first_views",
+            lambda x, y, p: first_views_accuracy(x, y),
+            True,
+            "top-1 accuracy of the first view of each pair (the authors' Table 1 script)",
+        ),
+        Measure(
+            "true_class_probability",
+            lambda x, y, p: true_class_probability(x, y),
+            True,
+            "mean softmax probability of the true class over the views",
+        ),
+        Measure(
+            "p_top1_change",
+            lambda x, y, p: top1_change(x, compared_pairs(p)),
+            False,
+            "P(top-1 changes between the compared views: consecutive ones of a sweep)",
+        ),
+        Measure(
+            "any_top1_change",
+            lambda x, y, p: any_top1_change(x, compared_pairs(p)),
+            False,
+            "fraction of images whose top-1 changes in at least one compared pair "
+            "(worst case over the shifts, Shifman & Weiss 2024)",
+        ),
+        Measure(
+            "mac",
+            lambda x, y, p: mean_absolute_change(x),
+            False,
+            "mean |p_t[a_t] - p_t+1[a_t]|, a_t the top-1 of view t",
+        ),
+        Measure(
+            "mad",
+            lambda x, y, p: mean_absolute_difference(x, y),
+            False,
+            "mean |p_t[y] - p_t+1[y]| of the true class (paper Fig. 7)",
+        ),
+        Measure(
+            "jaggedness_mean",
+            lambda x, y, p: jaggedness_counts(x, y).float(),
+            False,
+            "true class entering/leaving the top-5 between consecutive views, per image",
+        ),
+        Measure(
+            "jagged_fraction",
+            lambda x, y, p: (jaggedness_counts(x, y) > 0).float(),
+            False,
+            "fraction of images with at least one such transition (paper: ~30%)",
+        ),
+        Measure(
+            "consistency",
+            lambda x, y, p: consistency(x, compared_pairs(p)),
+            True,
+            "fraction of view pairs with the same top-1 (all pairs of a sweep; the drawn "
+            "pairs of pair_shift and circular)",
+        ),
+        Measure(
+            "flip_rate",
+            lambda x, y, p: flip_rate(x),
+            False,
+            "ImageNet-P flip probability between consecutive frames",
+        ),
+        Measure(
+            "top5_distance",
+            lambda x, y, p: top5_distance(x),
+            False,
+            "ImageNet-P top-5 distance between consecutive frames",
+        ),
+        Measure(
+            "worst_of_k_accuracy",
+            lambda x, y, p: worst_of_k_accuracy(x, y),
+            True,
+            "fraction of images correct in every view",
+        ),
     )
-}  # fmt: skip
+}

@@ -118,9 +118,20 @@ def conv_layers(model: nn.Module) -> list[str]:
 
 PROBE_KINDS = ("activity", "conv")
 _ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish, nn.PReLU,
-    nn.SELU, nn.CELU, nn.Tanh, nn.Softplus,
-)  # fmt: skip
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Mish,
+    nn.PReLU,
+    nn.SELU,
+    nn.CELU,
+    nn.Tanh,
+    nn.Softplus,
+)
 
 
 def is_activation(module: nn.Module) -> bool:

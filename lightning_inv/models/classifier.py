@@ -97,10 +97,14 @@ class InvarianceClassifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         check_settings(
-            "model", lr=(lr, 1e-12, None), weight_decay=(weight_decay, 0, None),
-            backbone_lr_scale=(backbone_lr_scale, 0, None), warmup_epochs=(warmup_epochs, 0, None),
-            num_classes=(num_classes, 2, None), image_size=(image_size, 8, 4096),
-        )  # fmt: skip
+            "model",
+            lr=(lr, 1e-12, None),
+            weight_decay=(weight_decay, 0, None),
+            backbone_lr_scale=(backbone_lr_scale, 0, None),
+            warmup_epochs=(warmup_epochs, 0, None),
+            num_classes=(num_classes, 2, None),
+            image_size=(image_size, 8, 4096),
+        )
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         for part in modify.split("+") if modify else ():

@@ -63,8 +63,13 @@ class ModelSpec:
             return InvarianceClassifier.from_checkpoint(self.checkpoint, **options)
         if image_size is not None:
             options["image_size"] = image_size
-        return InvarianceClassifier(self.name, pretrained=pretrained, modify=self.modify,
-                                    num_classes=self.num_classes, **options)  # fmt: skip
+        return InvarianceClassifier(
+            self.name,
+            pretrained=pretrained,
+            modify=self.modify,
+            num_classes=self.num_classes,
+            **options,
+        )
 
     def weights_name(self, pretrained: bool, classifier: InvarianceClassifier) -> str | None:
         """timm's name of the pretrained weights (``architecture.tag``, e.g. ``resnet50.tv_in1k``)
@@ -96,8 +101,13 @@ def parse_model(spec: str, num_classes: int | None = None) -> ModelSpec:
             raise BackboneError(
                 f"{spec} has no saved hyperparameters: it is not a checkpoint of train.py"
             )
-        return ModelSpec(spec, str(hparams.get("model_name", "?")), hparams.get("modify"),
-                         int(hparams.get("num_classes", 1000)), checkpoint)  # fmt: skip
+        return ModelSpec(
+            spec,
+            str(hparams.get("model_name", "?")),
+            hparams.get("modify"),
+            int(hparams.get("num_classes", 1000)),
+            checkpoint,
+        )
     name, _, modify = spec.partition(":")
     if not timm.is_model(name):
         raise _unknown_model_error(name)

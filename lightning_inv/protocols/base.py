@@ -135,9 +135,17 @@ def check_scale(scale: float) -> None:
 
 
 SWEEP_MEASURES = (
-    "accuracy", "top5_accuracy", "true_class_probability", "p_top1_change", "any_top1_change",
-    "mac", "mad", "jaggedness_mean", "jagged_fraction", "consistency",
-)  # fmt: skip
+    "accuracy",
+    "top5_accuracy",
+    "true_class_probability",
+    "p_top1_change",
+    "any_top1_change",
+    "mac",
+    "mad",
+    "jaggedness_mean",
+    "jagged_fraction",
+    "consistency",
+)
 PAIR_MEASURES = ("accuracy", "top5_accuracy", "p_top1_change", "any_top1_change", "consistency")
 SINGLE_MEASURES = ("accuracy", "top5_accuracy")
 

@@ -18,10 +18,18 @@ from lightning_inv.protocols.sweeps import (
 PROTOCOLS: dict[str, type[Protocol]] = {
     cls.name: cls
     for cls in (
-        Translate, Crop, Scale, Embed, RandomLocation, PairShift, Circular, TranslationSequence,
-        ImageNetPTranslate, WorstOfK,
+        Translate,
+        Crop,
+        Scale,
+        Embed,
+        RandomLocation,
+        PairShift,
+        Circular,
+        TranslationSequence,
+        ImageNetPTranslate,
+        WorstOfK,
     )
-}  # fmt: skip
+}
 
 
 def create_protocol(name: str, **kwargs: object) -> Protocol:

@@ -117,22 +117,43 @@ def _table1(c: PresetContext) -> list[Protocol]:
             # min(): the script's fourth size is 1.0000000000000002; a crop box cannot exceed
             # the photo, and RandomResizedCrop draws the same boxes for both values.
             protocols.append(
-                Crop(canvas=c.canvas, seed=c.seed, area=min(s, 1.0), margin=10, steps=9,
-                     direction="diagonal", label=f"table1_crop_s{name}")
-            )  # fmt: skip
+                Crop(
+                    canvas=c.canvas,
+                    seed=c.seed,
+                    area=min(s, 1.0),
+                    margin=10,
+                    steps=9,
+                    direction="diagonal",
+                    label=f"table1_crop_s{name}",
+                )
+            )
         else:
             protocols.append(
-                Embed(canvas=c.canvas, seed=c.seed, zoom_out=s, fill="mean",
-                      mean=c.mean, direction="diagonal", label=f"table1_black_s{name}")
-            )  # fmt: skip
+                Embed(
+                    canvas=c.canvas,
+                    seed=c.seed,
+                    zoom_out=s,
+                    fill="mean",
+                    mean=c.mean,
+                    direction="diagonal",
+                    label=f"table1_black_s{name}",
+                )
+            )
     return protocols
 
 
 def _fig2(c: PresetContext) -> list[Protocol]:
     return [
-        Translate(canvas=c.canvas, seed=c.seed, scale=c.object_scale, fill="inpaint", mean=c.mean,
-                  direction="vertical", label="fig2_translate_inpaint")
-    ]  # fmt: skip
+        Translate(
+            canvas=c.canvas,
+            seed=c.seed,
+            scale=c.object_scale,
+            fill="inpaint",
+            mean=c.mean,
+            direction="vertical",
+            label="fig2_translate_inpaint",
+        )
+    ]
 
 
 def fig6_scales() -> list[float]:
@@ -142,36 +163,60 @@ def fig6_scales() -> list[float]:
 
 def _fig6(c: PresetContext) -> list[Protocol]:
     return [
-        RandomLocation(canvas=c.canvas, seed=c.seed, scale=s, fill=c.location_fill, mean=c.mean,
-                       label=f"fig6_random_location_s{s:g}")
+        RandomLocation(
+            canvas=c.canvas,
+            seed=c.seed,
+            scale=s,
+            fill=c.location_fill,
+            mean=c.mean,
+            label=f"fig6_random_location_s{s:g}",
+        )
         for s in fig6_scales()
-    ]  # fmt: skip
+    ]
 
 
 def _fig9(c: PresetContext) -> list[Protocol]:
     return [
-        Scale(canvas=c.canvas, seed=c.seed, min_scale=0.55, max_scale=0.7, fill="inpaint",
-              mean=c.mean, label="fig9_scale_inpaint")
-    ]  # fmt: skip
+        Scale(
+            canvas=c.canvas,
+            seed=c.seed,
+            min_scale=0.55,
+            max_scale=0.7,
+            fill="inpaint",
+            mean=c.mean,
+            label="fig9_scale_inpaint",
+        )
+    ]
 
 
 ZHANG_PAIRS = 5  # antialiased-cnns main.py: --epochs-shift 5 passes, one pair per image each
 
 
 def _zhang2019(c: PresetContext) -> list[Protocol]:
-    shift = PairShift(canvas=c.canvas, seed=c.seed, num_pairs=ZHANG_PAIRS,
-                      label="zhang2019_pair_shift")  # fmt: skip
+    shift = PairShift(
+        canvas=c.canvas, seed=c.seed, num_pairs=ZHANG_PAIRS, label="zhang2019_pair_shift"
+    )
     margin = shift.base - c.canvas  # validate_diagonal: offsets (k, k), k = 0..32 at 224
-    diagonal = Crop(canvas=c.canvas, seed=c.seed, margin=margin, steps=margin + 1,
-                    direction="diagonal", label="zhang2019_diagonal")  # fmt: skip
+    diagonal = Crop(
+        canvas=c.canvas,
+        seed=c.seed,
+        margin=margin,
+        steps=margin + 1,
+        direction="diagonal",
+        label="zhang2019_diagonal",
+    )
     return [shift, diagonal]
 
 
 def _aps2021(c: PresetContext) -> list[Protocol]:
     return [
-        Circular(canvas=c.canvas, seed=c.seed, max_shift=round(c.canvas * 32 / 224),
-                 label="aps2021_circular")
-    ]  # fmt: skip
+        Circular(
+            canvas=c.canvas,
+            seed=c.seed,
+            max_shift=round(c.canvas * 32 / 224),
+            label="aps2021_circular",
+        )
+    ]
 
 
 def _imagenet_p(c: PresetContext) -> list[Protocol]:

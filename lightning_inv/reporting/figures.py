@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
+from lightning_inv.data.datamodules import unwrap
 from lightning_inv.data.samples import imagenet_description
 from lightning_inv.measuring.core import ProtocolResult
 from lightning_inv.measuring.evaluator import InvarianceEvaluator
@@ -47,9 +48,13 @@ class ModelRun:
         cls, name: str, evaluator: InvarianceEvaluator, dataset: Dataset
     ) -> ModelRun:
         return cls(
-            name, evaluator.results, evaluator.per_image, evaluator.protocols, dataset,
+            name,
+            evaluator.results,
+            evaluator.per_image,
+            evaluator.protocols,
+            dataset,
             dict(evaluator.curves),
-        )  # fmt: skip
+        )
 
     def protocol(self, key: str) -> Protocol | None:
         return next((p for p in self.protocols if p.key == key), None)
@@ -57,9 +62,8 @@ class ModelRun:
 
 def _item(dataset: Dataset, index: int) -> dict[str, Any]:
     """The item whose ``"index"`` is ``index`` (rows hold the underlying index of a ``Subset``)."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset[index]
+    base, _ = unwrap(dataset)
+    return base[index]
 
 
 def fig1_and_fig2a(runs: Sequence[ModelRun], directory: Path, namer: Namer) -> dict[str, Path]:
@@ -87,9 +91,10 @@ def fig1_and_fig2a(runs: Sequence[ModelRun], directory: Path, namer: Namer) -> d
             sample = _item(first.dataset, int(result.indices[pick]))
             original = sample.get("original")
             views = protocol(
-                sample["image"][None], torch.tensor([int(result.indices[pick])]),
+                sample["image"][None],
+                torch.tensor([int(result.indices[pick])]),
                 None if original is None else [original],
-            )[0]  # fmt: skip
+            )[0]
             strips.append(plots.frames(protocol, views))
             titles.append(f"{sample['name']} ({namer(int(result.labels[pick]))})")
         paths[f"fig1_probability_{key}"] = plots.save(
@@ -192,8 +197,11 @@ def fig10(runs: Sequence[ModelRun], directory: Path) -> dict[str, Path]:
             if protocol.key in run.per_image and run.per_image[protocol.key].nonshiftability
         }
         if per_model:
-            depths = {run.name: run.per_image[protocol.key].depths for run in runs
-                      if protocol.key in run.per_image}  # fmt: skip
+            depths = {
+                run.name: run.per_image[protocol.key].depths
+                for run in runs
+                if protocol.key in run.per_image
+            }
             figure = plots.plot_nonshiftability(per_model, protocol.key, depths_by_model=depths)
             return {
                 "fig10_nonshiftability": plots.save(figure, directory / "fig10_nonshiftability.png")

@@ -77,6 +77,14 @@ def finish_wandb() -> None:
         wandb.finish()
 
 
+def close_logger(logger: Logger) -> None:
+    """Save and finalise ``logger``; for W&B also close its run so its files are complete."""
+    logger.save()
+    logger.finalize("success")
+    if isinstance(logger, WandbLogger):
+        finish_wandb()
+
+
 def create_logger(kind: str, save_dir: Path, name: str, config: Mapping[str, Any]) -> Logger | None:
     """``csv`` -> ``CSVLogger`` writing ``save_dir/csv/metrics.csv``; ``wandb`` -> ``AutoWandbLogger``
     with the run's config; ``none`` -> None."""
@@ -123,8 +131,9 @@ def log_evaluation_to_wandb(
     failure is a warning (the files are already written)."""
     for model, rows in results.items():
         try:
-            logger = AutoWandbLogger(save_dir=str(save_dir), name=model, group=group,
-                                     config=dict(configs.get(model, {})))  # fmt: skip
+            logger = AutoWandbLogger(
+                save_dir=str(save_dir), name=model, group=group, config=dict(configs.get(model, {}))
+            )
             summary = model_summary(rows)
             logger.log_metrics(summary)
             logger.experiment.summary.update(summary)
@@ -132,8 +141,7 @@ def log_evaluation_to_wandb(
             logger.log_table("per_image", columns=PER_IMAGE_COLUMNS, data=mine)
             for name, path in figures.items():
                 logger.log_image(f"figures/{name}", images=[str(path)])
-            logger.finalize("success")
-            finish_wandb()
+            close_logger(logger)
         except Exception as err:  # a logging backend must never cost the results (on disk)
             warnings.warn(f"logging {model} to W&B failed: {err}", stacklevel=2)
 
@@ -175,8 +183,15 @@ def per_image_summary(
 
 
 PER_IMAGE_COLUMNS = [
-    "image", "label", "model", "protocol", "mean_p_true", "min_p_true", "top1_changes", "accuracy",
-]  # fmt: skip
+    "image",
+    "label",
+    "model",
+    "protocol",
+    "mean_p_true",
+    "min_p_true",
+    "top1_changes",
+    "accuracy",
+]
 
 
 def log_evaluation(
@@ -196,9 +211,6 @@ def log_evaluation(
             logger.log_table("per_image", columns=PER_IMAGE_COLUMNS, data=per_image_rows)
             for name, path in figures.items():
                 logger.log_image(f"figures/{name}", images=[str(path)])
-        logger.save()
-        logger.finalize("success")
-        if isinstance(logger, WandbLogger):
-            finish_wandb()
+        close_logger(logger)
     except Exception as err:  # a logging backend must never cost the results (already on disk)
         warnings.warn(f"logging to {type(logger).__name__} failed: {err}", stacklevel=2)

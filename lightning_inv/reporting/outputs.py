@@ -49,8 +49,10 @@ def write_outputs(
     ]
     if skipped:
         write_csv(output / "skipped.csv", ["model", "image", "reason"], skipped)
-        print(f"skipped {len(skipped)} unreadable images (names and reasons in skipped.csv)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"skipped {len(skipped)} unreadable images (names and reasons in skipped.csv)",
+            file=sys.stderr,
+        )
     print()
     print_table(results["models"])
     print_comparisons(results["comparisons"])

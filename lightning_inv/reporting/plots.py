@@ -11,24 +11,19 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import matplotlib.ticker
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from lightning_inv.files import write_atomically
 from lightning_inv.protocols import Protocol
 
-if TYPE_CHECKING:
-    from lightning_inv.studies.bias.analysis import BoxGeometry, CategoryBias
-
 Rows = np.ndarray | Sequence[Mapping[str, Any]]  # P(true class) [N, T], or rows with "p_true"
 
 
-def _subplots(*grid: int, figsize: tuple[float, float], **options: Any) -> tuple[Figure, Any]:
+def subplots(*grid: int, figsize: tuple[float, float], **options: Any) -> tuple[Figure, Any]:
     """A figure and its axes without pyplot: no global figure registry, no GUI backend (files
     render with Agg on their own), so nothing is kept alive after ``save``."""
     figure = Figure(figsize=figsize)
@@ -88,7 +83,7 @@ def plot_probability_vs_shift(
     """
     columns = max(len(picks), 1)
     has_strip = strips is not None
-    figure, axes = _subplots(
+    figure, axes = subplots(
         2 if has_strip else 1,
         columns,
         figsize=(4.2 * columns, 5.2 if has_strip else 3.2),
@@ -125,7 +120,7 @@ def plot_probability_heatmaps(
 ) -> Figure:
     """Fig. 2A: P(true class) per image (rows, sorted by their sum) and view (columns), per model."""
     models = list(rows_by_model)
-    figure, axes = _subplots(
+    figure, axes = subplots(
         1, len(models), figsize=(3.6 * len(models) + 1, 4.2), squeeze=False, sharey=True
     )
     image = None
@@ -162,7 +157,7 @@ def plot_sensitivity_bars(
             if isinstance(row, Mapping) and any(m in row for m, _ in measures)
         }
     )
-    figure, axes = _subplots(
+    figure, axes = subplots(
         1, len(measures), figsize=(1.2 + 1.3 * len(protocols) * len(measures), 3.8), squeeze=False
     )
     width = 0.8 / max(len(models), 1)
@@ -172,10 +167,13 @@ def plot_sensitivity_bars(
             rows = [results_by_model[model].get(key, {}) for key in protocols]
             values = np.array([row.get(measure, np.nan) for row in rows], dtype=float)
             axis.bar(
-                x + (m - (len(models) - 1) / 2) * width, values, width, label=model,
-                yerr=_error_bars(values, [row.get(f"{measure}_ci95") for row in rows]),
+                x + (m - (len(models) - 1) / 2) * width,
+                values,
+                width,
+                label=model,
+                yerr=error_bars(values, [row.get(f"{measure}_ci95") for row in rows]),
                 capsize=2,
-            )  # fmt: skip
+            )
         axis.set_xticks(x)
         axis.set_xticklabels(protocols, rotation=30, ha="right", fontsize=8)
         axis.set_ylabel(label)
@@ -204,7 +202,7 @@ def plot_feature_sums(
     """
     models = list(sums_by_model)
     keys = list(xlabels)
-    figure, axes = _subplots(
+    figure, axes = subplots(
         len(models), len(keys), figsize=(4.2 * len(keys), 2.8 * len(models)), squeeze=False
     )
     for r, model in enumerate(models):
@@ -229,7 +227,7 @@ def plot_feature_sums(
     return figure
 
 
-def _error_bars(
+def error_bars(
     values: np.ndarray, intervals: Sequence[Sequence[float] | None]
 ) -> np.ndarray | None:
     """[2, n] distances below/above each value from its 95% interval (None if none has one)."""
@@ -247,15 +245,19 @@ def plot_accuracy_vs_scale(
 ) -> Figure:
     """Fig. 6: top-1 accuracy against object scale (object side / canvas) at random locations,
     with 95% intervals over images when given."""
-    figure, axis = _subplots(figsize=(5, 3.6))
+    figure, axis = subplots(figsize=(5, 3.6))
     for model, by_scale in accuracy_by_model.items():
         scales = sorted(by_scale)
         values = np.array([by_scale[s] for s in scales])
         ci = (intervals_by_model or {}).get(model, {})
         axis.errorbar(
-            scales, values, yerr=_error_bars(values, [ci.get(s) for s in scales]),
-            marker="o", capsize=3, label=model,
-        )  # fmt: skip
+            scales,
+            values,
+            yerr=error_bars(values, [ci.get(s) for s in scales]),
+            marker="o",
+            capsize=3,
+            label=model,
+        )
     axis.set_xlabel("object scale (object side / canvas side)")
     axis.set_ylabel("top-1 accuracy")
     axis.set_ylim(0, 1.02)
@@ -281,7 +283,7 @@ def plot_offset_curves(
         positions: the offset of each view (px).
     """
     labels = list(dict.fromkeys(k for curves in curves_by_model.values() for k in curves))
-    figure, axes = _subplots(1, len(labels), figsize=(4.6 * len(labels), 3.4), squeeze=False)
+    figure, axes = subplots(1, len(labels), figsize=(4.6 * len(labels), 3.4), squeeze=False)
     for axis, label in zip(axes[0], labels, strict=True):
         for model, curves in curves_by_model.items():
             if label not in curves:
@@ -316,7 +318,7 @@ def plot_nonshiftability(
             the layer's position.
     """
     models = list(per_image_by_model)
-    figure, axes = _subplots(
+    figure, axes = subplots(
         1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False, sharey=True
     )
     for axis, model in zip(axes[0], models, strict=True):
@@ -337,45 +339,6 @@ def plot_nonshiftability(
     return figure
 
 
-def plot_rics_tradeoff(rows: Sequence[Mapping[str, Any]], model: str) -> Figure:
-    """Crop selection's trade-off (``lightning_inv.studies.rics_tradeoff``): consistency against
-    accuracy on one-pixel realistic shifts, one point per margin with 95% intervals on both
-    axes (the plain model marked), and the guarantee and P(top-1 change) against the margin."""
-    figure, (left, right) = _subplots(1, 2, figsize=(10, 3.8))
-    for row in rows:
-        plain = row["margin"] == 0
-        x, y = row["accuracy"], row["consistency"]
-        xerr = _error_bars(np.array([x]), [row.get("accuracy_ci95")])
-        yerr = _error_bars(np.array([y]), [row.get("consistency_ci95")])
-        left.errorbar([x], [y], xerr=xerr, yerr=yerr, marker="s" if plain else "o", capsize=3,
-                      color="0.3" if plain else "C0")  # fmt: skip
-        left.annotate("no selection" if plain else f"m = {row['margin']}", (x, y),
-                      textcoords="offset points", xytext=(5, 4), fontsize=7)  # fmt: skip
-    left.set_xlabel("top-1 accuracy (crop protocol)")
-    left.set_ylabel("consistency (one-pixel diagonal pairs)")
-    left.grid(alpha=0.3)
-    selected = [row for row in rows if row["margin"] != 0]
-    margins = np.array([row["margin"] for row in selected], dtype=float)
-    for name, label in (("guaranteed", "pairs guaranteed the same crop"),
-                        ("same_crop", "pairs that chose the same crop"),
-                        ("p_top1_change", "P(top-1 change)")):  # fmt: skip
-        values = np.array([row[name] for row in selected])
-        right.errorbar(margins, values, yerr=_error_bars(values, [r.get(f"{name}_ci95") for r in selected]),
-                       marker="o", ms=4, capsize=3, label=label)  # fmt: skip
-    plain = next((row for row in rows if row["margin"] == 0), None)
-    if plain is not None:
-        right.axhline(plain["p_top1_change"], color="0.5", ls="--", lw=1,
-                      label="P(top-1 change), no selection")  # fmt: skip
-    right.set_xlabel("margin m (px cut from each side)")
-    right.set_ylim(0, 1.02)
-    right.grid(alpha=0.3)
-    right.legend(fontsize=7)
-    figure.suptitle(f"Crop selection trade-off, {model} (after Shifman & Weiss 2024; our rule)",
-                    fontsize=10)  # fmt: skip
-    figure.tight_layout()
-    return figure
-
-
 def plot_table1(
     rows_by_model: Mapping[str, Mapping[float, Mapping[str, Any]]],
     measures: Sequence[tuple[str, str]] = (
@@ -391,16 +354,21 @@ def plot_table1(
     Args:
         rows_by_model: ``{model: {s: result row with the measures and their "_ci95"}}``.
     """
-    figure, axes = _subplots(len(measures), 1, figsize=(5.4, 2.4 * len(measures)), sharex=True)
+    figure, axes = subplots(len(measures), 1, figsize=(5.4, 2.4 * len(measures)), sharex=True)
     axes = np.atleast_1d(axes)
     for axis, (measure, label) in zip(axes, measures, strict=True):
         for model, by_size in rows_by_model.items():
             sizes = sorted(by_size)
             values = np.array([by_size[s].get(measure, np.nan) for s in sizes], dtype=float)
             axis.errorbar(
-                sizes, values, yerr=_error_bars(values, [by_size[s].get(f"{measure}_ci95") for s in sizes]),
-                marker="o", ms=4, capsize=3, label=model,
-            )  # fmt: skip
+                sizes,
+                values,
+                yerr=error_bars(values, [by_size[s].get(f"{measure}_ci95") for s in sizes]),
+                marker="o",
+                ms=4,
+                capsize=3,
+                label=model,
+            )
         axis.axvline(1.0, color="0.8", lw=0.8, zorder=0)
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
@@ -409,81 +377,5 @@ def plot_table1(
     axes[0].set_title(
         "Table 1 protocols: one-pixel diagonal shifts (Azulay & Weiss, JMLR)", fontsize=10
     )
-    figure.tight_layout()
-    return figure
-
-
-def plot_fig5_category(geometry: BoxGeometry, synset: str, title: str = "") -> Figure:
-    """Fig. 5 (photographer's bias): scatter of normalised box centres in the image frame, and histograms of normalised sizes."""
-    figure, (centres, sizes) = _subplots(1, 2, figsize=(9, 4))
-    centres.add_patch(Rectangle((0, 0), 1, 1, fill=False, color="0.5"))
-    centres.scatter(geometry.cx, geometry.cy, s=6, alpha=0.5)
-    centres.set_xlim(-0.02, 1.02)
-    centres.set_ylim(1.02, -0.02)  # image coordinates: y down
-    centres.set_aspect("equal")
-    centres.set_xlabel("box centre x / image width")
-    centres.set_ylabel("box centre y / image height")
-    centres.set_title(f"{synset}: {len(geometry.cx)} box centres", fontsize=10)
-    bins = np.linspace(0, 1, 21)
-    sizes.hist(geometry.width, bins=bins, alpha=0.6, label="width / image width")
-    sizes.hist(geometry.height, bins=bins, alpha=0.6, label="height / image height")
-    sizes.axhline(len(geometry.width) / 20, color="k", ls="--", lw=1, label="uniform (null)")
-    sizes.set_xlabel("normalised box side")
-    sizes.set_ylabel("boxes")
-    sizes.legend(fontsize=8)
-    sizes.set_title("box sizes", fontsize=10)
-    figure.suptitle(title or f"Photographer's bias in {synset} (paper Fig. 5)")
-    figure.tight_layout()
-    return figure
-
-
-def plot_fig5_pvalues(categories: Sequence[CategoryBias], alpha: float) -> Figure:
-    """Fig. 5 over categories: histograms of log10 KS p-values over categories, for location and size, with ``alpha``."""
-    figure, axis = _subplots(figsize=(6, 3.8))
-    floor = 1e-300  # p-values that underflow to 0 are drawn at the floor
-    for label, values in (
-        ("location (min of x, y)", [c.location_pvalue() for c in categories]),
-        ("size (min of width, height)", [c.size_pvalue() for c in categories]),
-    ):
-        finite = np.asarray([v for v in values if np.isfinite(v)])
-        if len(finite):
-            axis.hist(np.log10(np.maximum(finite, floor)), bins=30, alpha=0.6, label=label)
-    axis.axvline(np.log10(alpha), color="k", ls="--", lw=1, label=f"p = {alpha:g}")
-    axis.set_xlabel("log10 KS p-value (uniform null)")
-    axis.set_ylabel("categories")
-    axis.legend(fontsize=8)
-    axis.set_title(f"Uniformity tests over {len(categories)} categories", fontsize=10)
-    figure.tight_layout()
-    return figure
-
-
-def plot_typicality(
-    summary: Mapping[str, Any],
-    measures: Sequence[str] = ("location accuracy", "P(top-1 change)"),
-) -> Figure:
-    """The typicality study (``lightning_inv.studies.typicality.summarise``): one column per training
-    configuration, one row per measure, one line per test set over epochs (mean over seeds,
-    band: lowest to highest seed)."""
-    configs = list(summary)
-    figure, axes = _subplots(
-        len(measures), len(configs), figsize=(3.6 * len(configs), 2.8 * len(measures)),
-        squeeze=False, sharey="row",
-    )  # fmt: skip
-    styles = {"seen": "-", "unseen": "--"}
-    for col, config in enumerate(configs):
-        for row, measure in enumerate(measures):
-            ax = axes[row][col]
-            for name, per_set in summary[config].items():
-                curves = np.array(list(per_set[measure]["curves"].values()), dtype=float)
-                epochs = np.arange(1, curves.shape[1] + 1)
-                line = ax.plot(epochs, curves.mean(axis=0), styles.get(name, ":"), label=name)[0]
-                ax.fill_between(epochs, curves.min(axis=0), curves.max(axis=0),
-                                color=line.get_color(), alpha=0.15)  # fmt: skip
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_title(f"trained: {config}" if row == 0 else "")
-            ax.set_xlabel("epoch" if row == len(measures) - 1 else "")
-            ax.set_ylabel(measure if col == 0 else "")
-            ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
     figure.tight_layout()
     return figure

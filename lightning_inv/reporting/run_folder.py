@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from lightning_inv.data.datamodules import unwrap
 from lightning_inv.files import RunFolderError, write_atomically
 
 MANIFEST = "manifest.json"
@@ -113,18 +114,10 @@ def load_model_results(path: Path, protocols: list[Any]) -> tuple[dict[str, Any]
 def data_manifest(dataset: Any) -> dict[str, Any]:
     """What ``dataset`` holds, in the order the run measures it: each image file's name, size and
     modification time (ns); data sets without files (digits) by their length and class."""
-    from torch.utils.data import Subset
-
-    positions: list[int] | None = None
-    base = dataset
-    while isinstance(base, Subset):
-        inner = list(base.indices)
-        positions = inner if positions is None else [inner[i] for i in positions]
-        base = base.dataset
+    base, order = unwrap(dataset)
     items = getattr(base, "items", None)
     if items is None:
         return {"kind": type(base).__name__, "length": len(dataset), "files": None}
-    order = positions if positions is not None else list(range(len(items)))
     files = []
     for index in order:
         item = items[index]
@@ -162,6 +155,16 @@ def manifest_changes(before: dict[str, Any], now: dict[str, Any], limit: int = 5
     if not parts:
         parts.append("the same files in another order")
     return "the data changed since the run started: " + "; ".join(parts)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.<pid>.tmp``) that a writer killed mid-write left in
+    a run folder (SIGKILL leaves no chance to clean up); call it holding the folder's lock, so
+    no live writer owns them. Returns what was removed."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 class RunLock:

@@ -6,8 +6,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
+from lightning_inv.data.datamodules import unwrap
 from lightning_inv.data.images import imagefolder_items
 from lightning_inv.data.samples import imagenet_description
 from lightning_inv.files import write_csv
@@ -72,18 +73,24 @@ def print_preset_summaries(presets: Sequence[Preset], summaries: Mapping[str, An
             if "p_top1_change" in measures:
                 c = measures["p_top1_change"]
                 low, high = c["ci95"]
-                print(f"\n{preset.name}, {model}: P(top-1 change) {first.title()} {c[first]:.3f} "
-                      f"- {second.title()} {c[second]:.3f} = {c[difference]:+.3f} "
-                      f"[{low:+.3f}, {high:+.3f}]")  # fmt: skip
+                print(
+                    f"\n{preset.name}, {model}: P(top-1 change) {first.title()} {c[first]:.3f} "
+                    f"- {second.title()} {c[second]:.3f} = {c[difference]:+.3f} "
+                    f"[{low:+.3f}, {high:+.3f}]"
+                )
         for model, row in summaries.get(f"{preset.name}_published", {}).items():
-            print(f"\n{preset.name}, {model} beside the published {row['paper_name']} "
-                  f"({row['weights']}; sizes combined as the mean over each protocol's sizes):")  # fmt: skip
+            print(
+                f"\n{preset.name}, {model} beside the published {row['paper_name']} "
+                f"({row['weights']}; sizes combined as the mean over each protocol's sizes):"
+            )
             for group in (first, second):
                 for measure, value in row.get(group, {}).items():
                     low, high = value["ci95"]
                     verdict = "inside" if value["inside"] else "OUTSIDE"
-                    print(f"  {group:5s} {measure:14s} published {value['published']:.3f}  ours "
-                          f"{value['ours']:.3f} [{low:.3f}, {high:.3f}]  {verdict} our interval")  # fmt: skip
+                    print(
+                        f"  {group:5s} {measure:14s} published {value['published']:.3f}  ours "
+                        f"{value['ours']:.3f} [{low:.3f}, {high:.3f}]  {verdict} our interval"
+                    )
 
 
 def write_per_image_csv(path: Path, runs: Runs, namer: Namer) -> Path:
@@ -97,8 +104,16 @@ def write_per_image_csv(path: Path, runs: Runs, namer: Namer) -> Path:
                 positions = result.protocol.positions
                 for i, index in enumerate(result.indices):
                     for view, position in enumerate(positions):
-                        yield [namer(int(index)), int(result.labels[i]), model, key, view, position,
-                               f"{result.p_true[i, view]:.6f}", int(result.top1[i, view])]  # fmt: skip
+                        yield [
+                            namer(int(index)),
+                            int(result.labels[i]),
+                            model,
+                            key,
+                            view,
+                            position,
+                            f"{result.p_true[i, view]:.6f}",
+                            int(result.top1[i, view]),
+                        ]
 
     header = ["image", "label", "model", "protocol", "view", "position", "p_true", "top1"]
     return write_csv(path, header, rows())
@@ -112,8 +127,14 @@ def write_measures_csv(path: Path, runs: Runs, namer: Namer) -> Path:
             for key, result in results.items():
                 for measure, values in result.values.items():
                     for i, index in enumerate(result.indices):
-                        yield [namer(int(index)), int(result.labels[i]), model, key, measure,
-                               f"{values[i]:.6g}"]  # fmt: skip
+                        yield [
+                            namer(int(index)),
+                            int(result.labels[i]),
+                            model,
+                            key,
+                            measure,
+                            f"{values[i]:.6g}",
+                        ]
 
     return write_csv(path, ["image", "label", "model", "protocol", "measure", "value"], rows())
 
@@ -131,8 +152,6 @@ def label_namer(data: str, data_root: Path | None = None) -> Namer:
 
 def image_namer(dataset: Dataset) -> Namer:
     """Data set index -> the image's name (relative path or sample name), without reading it."""
-    base = dataset
-    while isinstance(base, Subset):
-        base = base.dataset
+    base, _ = unwrap(dataset)
     items = getattr(base, "items", None)
     return (lambda i: items[i].name) if items is not None else str

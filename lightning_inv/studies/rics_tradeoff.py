@@ -83,9 +83,16 @@ def measure_margins(
     protocol = Crop(canvas=canvas, seed=seed, margin=10, steps=9, direction="diagonal")
     config = plain.data_config
     dataset = build_eval_dataset(
-        data, canvas, data_root, config.get("crop_pct", 0.875), config.get("interpolation", "bicubic"),
-        num_images, seed, keep_original=True, crop_mode=config.get("crop_mode"),
-    )  # fmt: skip
+        data,
+        canvas,
+        data_root,
+        config.get("crop_pct", 0.875),
+        config.get("interpolation", "bicubic"),
+        num_images,
+        seed,
+        keep_original=True,
+        crop_mode=config.get("crop_mode"),
+    )
     values: dict[int, dict[str, list]] = {m: {} for m in [PLAIN, *margins]}
     items = [dataset[i] for i in range(len(dataset))]
     items = [item for item in items if item.get("image") is not None]
@@ -139,7 +146,7 @@ def summarize(
 
 def write_outputs(rows: list[dict[str, Any]], output: Path, config: dict[str, Any]) -> list[Path]:
     """results.json, tradeoff.csv and the figure; returns their paths."""
-    from lightning_inv.reporting import plots
+    from lightning_inv.reporting import plots, study_plots
 
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "results.json", {"config": config, "margins": rows})
@@ -153,7 +160,7 @@ def write_outputs(rows: list[dict[str, Any]], output: Path, config: dict[str, An
             cells += [f"{row[name]:.6g}" if name in row else "", low, high]
         lines.append(cells)
     write_csv(output / "tradeoff.csv", header, lines)
-    figure = plots.plot_rics_tradeoff(rows, config["model"])
+    figure = study_plots.plot_rics_tradeoff(rows, config["model"])
     return [
         output / "results.json",
         output / "tradeoff.csv",
@@ -184,8 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", default="tf_efficientnet_lite0", help="a timm name")
-    parser.add_argument("--margins", type=int, nargs="+", default=[4, 8, 16, 24, 32],
-                        help="crop-selection margins in px of the model's input")  # fmt: skip
+    parser.add_argument(
+        "--margins",
+        type=int,
+        nargs="+",
+        default=[4, 8, 16, 24, 32],
+        help="crop-selection margins in px of the model's input",
+    )
     parser.add_argument("--data", choices=EVAL_DATASETS, default="sample")
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--num-images", type=int, default=None)
@@ -206,9 +218,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         values, canvas = measure_margins(
-            args.model, sorted(set(args.margins)), args.data, args.data_root, args.num_images,
-            args.batch_size, args.pretrained, args.seed,
-        )  # fmt: skip
+            args.model,
+            sorted(set(args.margins)),
+            args.data,
+            args.data_root,
+            args.num_images,
+            args.batch_size,
+            args.pretrained,
+            args.seed,
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ and prints, for the last epoch, the mean and spread over seeds of each configura
 callback set (``seen``: top half, ``unseen``: bottom half, ``thin`` / ``thick``: top half with
 eroded / dilated digits): random-location accuracy (mean over the set's object scales),
 translation-sweep accuracy, P(top-1 change) and jaggedness. Writes the numbers per seed as JSON
-beside the figure (per-epoch curves, ``plots.plot_typicality``).
+beside the figure (per-epoch curves, ``study_plots.plot_typicality``).
 """
 
 from __future__ import annotations
@@ -96,8 +96,10 @@ def summarise(runs: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any
 
 def table(summary: dict[str, Any]) -> str:
     """Markdown: one row per config and set, mean +- sd over seeds per measure."""
-    lines = ["| training | test set | seeds | " + " | ".join(MEASURES) + " |",
-             "| --- | --- | --- |" + " --- |" * len(MEASURES)]  # fmt: skip
+    lines = [
+        "| training | test set | seeds | " + " | ".join(MEASURES) + " |",
+        "| --- | --- | --- |" + " --- |" * len(MEASURES),
+    ]
     for config, sets in summary.items():
         for name, measures in sets.items():
             seeds = len(next(iter(measures.values()))["per_seed"])
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(summary))
     if args.output is not None:
         from lightning_inv.files import write_json
-        from lightning_inv.reporting.plots import plot_typicality, save
+        from lightning_inv.reporting.plots import save
+        from lightning_inv.reporting.study_plots import plot_typicality
 
         save(plot_typicality(summary), args.output)
         write_json(args.output.with_suffix(".json"), summary)

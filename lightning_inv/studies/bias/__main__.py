@@ -23,9 +23,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lightning_inv.files import write_atomically, write_csv, write_json
-from lightning_inv.reporting.loggers import LOGGER_CHOICES, create_logger, finish_wandb
-from lightning_inv.reporting.plots import plot_fig5_category, plot_fig5_pvalues, save
+from lightning_inv.reporting.loggers import LOGGER_CHOICES, close_logger, create_logger
+from lightning_inv.reporting.plots import save
 from lightning_inv.reporting.run_folder import default_run_folder, overwrite_refusal
+from lightning_inv.reporting.study_plots import plot_fig5_category, plot_fig5_pvalues
 from lightning_inv.studies.bias.analysis import (
     BoxGeometry,
     analyse_categories,
@@ -59,9 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="allow an existing --output")
     parser.add_argument("--logger", choices=LOGGER_CHOICES, default="none")
     parser.add_argument(
-        "--write-example", type=Path, default=None, metavar="DIR",
+        "--write-example",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="write synthetic annotations with a known answer to DIR and exit",
-    )  # fmt: skip
+    )
     return parser.parse_args(argv)
 
 
@@ -105,13 +109,37 @@ def main(argv: list[str] | None = None) -> int:
         "categories": {c.synset: asdict(c) for c in categories},
     }
     write_json(output / "results.json", results)  # strict JSON: an untested p-value is null
-    header = ["synset", "boxes", "p_x", "p_y", "p_width", "p_height", "mean_cx", "mean_cy",
-              "mean_width", "mean_height"]  # fmt: skip
-    write_csv(output / "categories.csv", header, (
-        [c.synset, c.num_boxes, c.pvalues["x_position"], c.pvalues["y_position"],
-         c.pvalues["width"], c.pvalues["height"], c.mean_cx, c.mean_cy, c.mean_width,
-         c.mean_height] for c in categories
-    ))  # fmt: skip
+    header = [
+        "synset",
+        "boxes",
+        "p_x",
+        "p_y",
+        "p_width",
+        "p_height",
+        "mean_cx",
+        "mean_cy",
+        "mean_width",
+        "mean_height",
+    ]
+    write_csv(
+        output / "categories.csv",
+        header,
+        (
+            [
+                c.synset,
+                c.num_boxes,
+                c.pvalues["x_position"],
+                c.pvalues["y_position"],
+                c.pvalues["width"],
+                c.pvalues["height"],
+                c.mean_cx,
+                c.mean_cy,
+                c.mean_width,
+                c.mean_height,
+            ]
+            for c in categories
+        ),
+    )
     groups = group_by_synset(boxes)
     chosen = args.category or max(groups, key=lambda s: len(groups[s]))
     figures = {}
@@ -130,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for c in sorted(categories, key=lambda c: -c.num_boxes)[:20]:
         p = c.pvalues
-        print(f"{c.synset:12s} {c.num_boxes:6d} {p['x_position']:10.2e} {p['y_position']:10.2e} "
-              f"{p['width']:10.2e} {p['height']:10.2e}")  # fmt: skip
+        print(
+            f"{c.synset:12s} {c.num_boxes:6d} {p['x_position']:10.2e} {p['y_position']:10.2e} "
+            f"{p['width']:10.2e} {p['height']:10.2e}"
+        )
     if len(categories) > 20:
         print(f"... {len(categories) - 20} more categories in {output / 'categories.csv'}")
     print(
@@ -154,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 if hasattr(logger, "log_image"):
                     for name, path in figures.items():
                         logger.log_image(f"figures/{name}", images=[str(path)])
-                logger.save()
-                logger.finalize("success")
-                finish_wandb()
+                close_logger(logger)
         except Exception as err:  # the files are written; a logger must not fail the run
             print(f"warning: logging to {args.logger} failed: {err}", file=sys.stderr)
     return 0

@@ -58,8 +58,11 @@ def test_jaggedness_counts_top5_membership_not_top1_changes():
     logits[1, :, :7] = torch.arange(7, 0, -1).float()  # classes 0..6 ranked first to seventh
     logits[1, [0, 2, 3], 3] = 10.0  # class 3 first, except in view 1
     logits[1, 1, 3] = -1.0  # view 1: class 3 last
-    result = _result(Translate(canvas=16, scale=0.5, max_shift=1, step=1, fill="black"),
-                     logits[:, :3], torch.tensor([3, 3]))  # fmt: skip
+    result = _result(
+        Translate(canvas=16, scale=0.5, max_shift=1, step=1, fill="black"),
+        logits[:, :3],
+        torch.tensor([3, 3]),
+    )
     assert result.values["p_top1_change"].tolist() == [1.0, 1.0]
     assert result.values["jaggedness_mean"].tolist() == [0.0, 2.0]
     assert result.values["jagged_fraction"].tolist() == [0.0, 1.0]
