@@ -11,7 +11,7 @@ fixed, seeded set of held-out images through the current model:
 With ``sets`` (``InvarianceSet``), it measures several named sets instead, each restricted to a
 canvas region and object scales, optionally with thinned or thickened objects; their keys start
 with the set's name (``unseen_random_location_black_s0.4/accuracy``, ``unseen_translate_black/
-p_top1_change``). The typicality study (README) compares a ``seen`` and an ``unseen`` region.
+p_top1_change``). The typicality study (docs/results.md) compares a ``seen`` and an ``unseen`` region.
 
 It measures with the same core as ``evaluate.py`` (``lightning_inv.measuring.core``), so a protocol has
 the same result key and measures in both (e.g. ``random_location_black_s0.3/accuracy``). Same

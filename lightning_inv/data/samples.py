@@ -3,7 +3,7 @@
 Two sets make the offline default data of ``evaluate.py`` (docs/design.md, "Data"):
 
 * ``SAMPLE_PHOTOS``: 7 photos of scikit-image, scikit-learn and matplotlib, each with the label a
-  person gives it, checked against the offline EfficientNet-Lite models (see the README); where
+  person gives it, checked against the offline EfficientNet-Lite models (see docs/results.md); where
   ImageNet has no exact class (a dahlia, a Falcon 9 rocket) the closest class a person would pick.
 * ``imagenet_val_photos()``: the 20 ImageNet validation photos in the wheel of ``foolbox`` (MIT
   licence), ``foolbox/data/imagenet_NN_LABEL.jpg`` with LABEL the ImageNet-1k index: ImageNet's

@@ -3,7 +3,7 @@
     python -m lightning_inv.studies.typicality runs/typicality [--output docs/figures/typicality.png]
 
 Reads the ``invariance_history.json`` of every run folder ``<config>-s<seed>`` under the given
-folder (``configs/typicality_{centred,top,full}.yaml`` trained with seeds 0, 1, 2, README loop)
+folder (``configs/typicality_{centred,top,full}.yaml`` trained with seeds 0, 1, 2, the loop in docs/results.md)
 and prints, for the last epoch, the mean and spread over seeds of each configuration on each
 callback set (``seen``: top half, ``unseen``: bottom half, ``thin`` / ``thick``: top half with
 eroded / dilated digits): random-location accuracy (mean over the set's object scales),
@@ -63,8 +63,8 @@ def load_runs(root: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
             runs[match["config"]][int(match["seed"])] = history
     if not runs:
         raise FileNotFoundError(
-            f"no <config>-s<seed>/invariance_history.json under {root}: run the README's "
-            "typicality loop first"
+            f"no <config>-s<seed>/invariance_history.json under {root}: run the typicality "
+            "loop of docs/results.md first"
         )
     return dict(runs)
 

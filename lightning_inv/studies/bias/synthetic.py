@@ -1,4 +1,4 @@
-"""Synthetic annotation files with a known answer, for tests and the README example.
+"""Synthetic annotation files with a known answer, for tests and the example in docs/results.md.
 
 ``write_example(root)`` writes, under ``root``:
 
