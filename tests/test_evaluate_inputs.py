@@ -12,56 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from tiny_runs import SYNSETS, TINY_DIGITS, TINY_FOLDER, folder_data
 
 import evaluate
-
-SYNSETS = ("n01440764", "n01443537")
-TINY_FOLDER = [
-    "--models",
-    "resnet10t",
-    "--no-pretrained",
-    "--image-size",
-    "32",
-    "--accelerator",
-    "cpu",
-    "--devices",
-    "1",
-    "--logger",
-    "none",
-    "--no-figures",
-    "--resamples",
-    "50",
-    "--protocols",
-    "translate_black",
-    "--no-nonshiftability",
-    "--batch-size",
-    "2",
-    "--save-every",
-    "1",
-]
-
-TINY_DIGITS = [
-    "--models",
-    "resnet10t",
-    "--no-pretrained",
-    "--num-classes",
-    "10",
-    "--data",
-    "digits",
-    "--image-size",
-    "32",
-    "--accelerator",
-    "cpu",
-    "--devices",
-    "1",
-    "--logger",
-    "none",
-    "--no-figures",
-]
-
-
-def _data(root: Path) -> list[str]:
-    return ["--data", "imagefolder", "--data-root", str(root)]
 
 
 def test_one_stray_folder_beside_synsets_is_refused_not_scored_in_folder_order(
@@ -98,7 +51,7 @@ def test_a_ten_class_checkpoint_on_synset_folders_is_refused_before_any_compute(
 ):
     write_photos(tmp_path / "n01440764")
     args = [
-        *TINY_DIGITS[:5],
+        *["--models", "resnet10t", "--no-pretrained", "--num-classes", "10"],
         "--data",
         "imagefolder",
         "--data-root",
@@ -172,7 +125,7 @@ def test_a_name_that_is_not_utf8_reaches_every_output(tmp_path, photo_folder):
         f.write(b"not an image")
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="skipping unreadable image"):
-        assert evaluate.main([*TINY_FOLDER, *_data(root), "--output", str(out)]) == 0
+        assert evaluate.main([*TINY_FOLDER, *folder_data(root), "--output", str(out)]) == 0
     rows = list(csv.DictReader((out / "per_image.csv").open(encoding="utf-8", newline="")))
     assert "n01440764/caf\\xe9.png" in {r["image"] for r in rows}
     measures = list(
@@ -197,7 +150,14 @@ def test_decompression_bombs_and_huge_images_are_skipped_by_name(tmp_path, photo
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="skipping unreadable image"):
         code = evaluate.main(
-            [*TINY_FOLDER, *_data(root), "--max-image-pixels", "1000000", "--output", str(out)]
+            [
+                *TINY_FOLDER,
+                *folder_data(root),
+                "--max-image-pixels",
+                "1000000",
+                "--output",
+                str(out),
+            ]
         )
     assert code == 0
     saved = json.loads((out / "results.json").read_text())

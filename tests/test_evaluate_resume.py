@@ -14,59 +14,12 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tiny_runs import SYNSETS, TINY_DIGITS, TINY_FOLDER, folder_data
 
 import evaluate
 from lightning_inv.cli import evaluation
 from lightning_inv.files import RunFolderError
 from lightning_inv.reporting import outputs
-
-SYNSETS = ("n01440764", "n01443537")
-TINY_FOLDER = [
-    "--models",
-    "resnet10t",
-    "--no-pretrained",
-    "--image-size",
-    "32",
-    "--accelerator",
-    "cpu",
-    "--devices",
-    "1",
-    "--logger",
-    "none",
-    "--no-figures",
-    "--resamples",
-    "50",
-    "--protocols",
-    "translate_black",
-    "--no-nonshiftability",
-    "--batch-size",
-    "2",
-    "--save-every",
-    "1",
-]
-
-TINY_DIGITS = [
-    "--models",
-    "resnet10t",
-    "--no-pretrained",
-    "--num-classes",
-    "10",
-    "--data",
-    "digits",
-    "--image-size",
-    "32",
-    "--accelerator",
-    "cpu",
-    "--devices",
-    "1",
-    "--logger",
-    "none",
-    "--no-figures",
-]
-
-
-def _data(root: Path) -> list[str]:
-    return ["--data", "imagefolder", "--data-root", str(root)]
 
 
 def _interrupt_after(monkeypatch, batches: int) -> None:
@@ -83,7 +36,10 @@ def _interrupt_after(monkeypatch, batches: int) -> None:
 def _interrupted_run(tmp_path, monkeypatch, photo_folder) -> tuple[Path, Path]:
     root, out = photo_folder(tmp_path / "photos"), tmp_path / "run"
     _interrupt_after(monkeypatch, 1)
-    assert evaluate.main([*TINY_FOLDER, *_data(root), "--output", str(out)]) == 128 + signal.SIGINT
+    assert (
+        evaluate.main([*TINY_FOLDER, *folder_data(root), "--output", str(out)])
+        == 128 + signal.SIGINT
+    )
     monkeypatch.undo()
     assert json.loads((out / "results.json").read_text())["complete"] is False
     return root, out
@@ -161,7 +117,12 @@ def test_complete_is_written_last_and_resume_finishes_lost_outputs(
     outputs lost to a full disk or a crash could never be redone (--resume refused a complete
     run)."""
     root, out = photo_folder(tmp_path / "photos"), tmp_path / "run"
-    flags = [*[f for f in TINY_FOLDER if f != "--no-figures"], *_data(root), "--output", str(out)]
+    flags = [
+        *[f for f in TINY_FOLDER if f != "--no-figures"],
+        *folder_data(root),
+        "--output",
+        str(out),
+    ]
 
     def no_figures(*args, **kwargs):
         raise RunFolderError(f"the disk of {out / 'figures'} is full")
@@ -183,7 +144,7 @@ def test_damaged_resume_files_are_one_line_errors(
 ):
     """Before: a truncated .pt, .npz or results.json gave a traceback on --resume."""
     root, out = photo_folder(tmp_path / "photos"), tmp_path / "run"
-    flags = [*TINY_FOLDER, *_data(root), "--output", str(out)]
+    flags = [*TINY_FOLDER, *folder_data(root), "--output", str(out)]
     flags[1:2] = ["resnet10t", "resnet14t"]
     _interrupt_after(monkeypatch, 4)  # the first model done (3 batches), the second begun
     assert evaluate.main(flags) == 128 + signal.SIGINT
@@ -309,7 +270,7 @@ def test_sigkill_in_the_first_batches_then_resume_equals_an_uninterrupted_run(
     """Before: a run killed during its first model (SIGKILL, the OOM killer, a full disk) had no
     results.json yet, and --resume failed with FileNotFoundError."""
     root = photo_folder(tmp_path / "photos", per_class=6)
-    flags = [*TINY_FOLDER, *_data(root)]
+    flags = [*TINY_FOLDER, *folder_data(root)]
     straight = subprocess.run(
         [sys.executable, "evaluate.py", *flags, "--output", str(tmp_path / "a")],
         cwd=repo_root,

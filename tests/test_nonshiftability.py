@@ -106,7 +106,8 @@ def test_probe_points_are_the_activities_of_timm_cnns_in_forward_order(name):
     """Fig. 10 counts activities: every probed map is a nonlinearity's output, in forward order,
     with its depth (convolutions run before it). Catches probing raw convolution outputs, a
     depth counted in registration order, and linear projections counted as activities."""
-    from lightning_inv.measuring.nonshiftability import is_activation, probe_points
+    from lightning_inv.measuring.nonshiftability import probe_points
+    from lightning_inv.models.layers import is_activation
 
     model, _ = create_backbone(name)
     modules = dict(model.named_modules())

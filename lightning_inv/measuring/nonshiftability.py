@@ -25,6 +25,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lightning_inv.models.layers import is_activation
+
 
 def nonshiftability_counts(
     sums: Tensor,
@@ -117,31 +119,6 @@ def conv_layers(model: nn.Module) -> list[str]:
 
 
 PROBE_KINDS = ("activity", "conv")
-_ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.SiLU,
-    nn.GELU,
-    nn.Hardswish,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.Mish,
-    nn.PReLU,
-    nn.SELU,
-    nn.CELU,
-    nn.Tanh,
-    nn.Softplus,
-)
-
-
-def is_activation(module: nn.Module) -> bool:
-    """A pointwise nonlinearity module: torch's, or one of ``timm.layers``' activation layers
-    (timm's fused norm + activation layers hold theirs as the child ``act``)."""
-    if isinstance(module, _ACTIVATIONS):
-        return True
-    return type(module).__module__.startswith("timm.layers.activations") and not isinstance(
-        module, nn.Identity
-    )
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from timm.layers import BlurPool2d
 from torch import Tensor, nn
 
 from lightning_inv.models.crop_selection import add_crop_selection
+from lightning_inv.models.layers import is_norm_or_activation
 
 SURGERIES = ("avgpool", "blurpool", "blurpool_all", "aps", "aps_circular", "rics")
 BLUR_FILTER = 4  # antialiased-cnns' default filter size (its released lpf4 weights)
@@ -73,36 +74,9 @@ def parse_surgery(part: str) -> tuple[str, int | None]:
 
 _STRIDED_TYPES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, BlurPool2d)
 
-# Modules that may sit between a strided conv and the point where its output has passed the
-# norm and the nonlinearity; the blur goes after the last of them.
-_NORM_ACT_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._BatchNorm,
-    nn.GroupNorm,
-    nn.LayerNorm,
-    nn.Identity,
-    nn.Dropout,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.SiLU,
-    nn.GELU,
-    nn.Hardswish,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.Sigmoid,
-    nn.Tanh,
-)
-
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (value[0], value[-1])
-
-
-def _is_norm_or_act(module: nn.Module) -> bool:
-    if isinstance(module, _NORM_ACT_TYPES):
-        return True
-    # timm's fused BatchNormAct2d / GroupNormAct and its activation layers live in timm.layers.
-    name = type(module).__name__.lower()
-    return any(tag in name for tag in ("norm", "act", "drop", "relu", "swish", "silu", "gelu"))
 
 
 def _replace_maxpools_with_avgpools(model: nn.Module) -> int:
@@ -163,7 +137,7 @@ def _insert_after_activation(
     """Put ``module`` after the norm / activation modules that follow ``children[index]`` (a
     conv) among its siblings in ``parent``, or right after the conv when none follows."""
     anchor_index = index
-    while anchor_index + 1 < len(children) and _is_norm_or_act(children[anchor_index + 1][1]):
+    while anchor_index + 1 < len(children) and is_norm_or_activation(children[anchor_index + 1][1]):
         anchor_index += 1
     anchor_name, anchor = children[anchor_index]
     setattr(parent, anchor_name, nn.Sequential(anchor, module))

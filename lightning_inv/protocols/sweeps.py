@@ -261,21 +261,18 @@ class Embed(FilledProtocol):
 
 
 @dataclass
-class TranslationSequence(Protocol):
-    """ImageNet-P style translation sequence: ``2 * max_shift + 1`` frames, each shifted 1 px
-    further along ``direction``, cut from the photo resized to cover ``canvas + 2 * max_shift``."""
+class ShiftSequence(Protocol):
+    """Frames 0..2 * max_shift, frame i translated by i - max_shift px: the layout of ImageNet-P's
+    translation sequences, measured with its flip rate and top-5 distance."""
 
     max_shift: int = 20
-    direction: Direction = "horizontal"
     sweep: ClassVar[bool] = True
-    name: ClassVar[str] = "sequence"
     measures: ClassVar[tuple[str, ...]] = (*SWEEP_MEASURES, "flip_rate", "top5_distance")
     uses_original: ClassVar[bool] = True
     axis_label: ClassVar[str] = "shift (px)"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_direction(self.direction)
         if self.max_shift < 1:
             raise ValueError(f"max_shift must be >= 1 px, got {self.max_shift}")
 
@@ -286,6 +283,19 @@ class TranslationSequence(Protocol):
     @property
     def num_views(self) -> int:
         return 2 * self.max_shift + 1
+
+
+@dataclass
+class TranslationSequence(ShiftSequence):
+    """ImageNet-P style translation sequence: ``2 * max_shift + 1`` frames, each shifted 1 px
+    further along ``direction``, cut from the photo resized to cover ``canvas + 2 * max_shift``."""
+
+    direction: Direction = "horizontal"
+    name: ClassVar[str] = "sequence"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_direction(self.direction)
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         side = self.canvas + 2 * self.max_shift
@@ -302,7 +312,7 @@ class TranslationSequence(Protocol):
 
 
 @dataclass
-class ImageNetPTranslate(Protocol):
+class ImageNetPTranslate(ShiftSequence):
     """ImageNet-P "translate" frames as hendrycks/robustness makes them (``make_imagenet_p.py``):
     the photo with its shorter side resized to ``base`` (256 at 224; torchvision's
     ``Resize(256)``), frame i = ``CenterCrop(canvas)`` of that picture translated horizontally
@@ -311,29 +321,11 @@ class ImageNetPTranslate(Protocol):
     a black strip enters the frame. The published frames were stored as H.264 video; that
     compression is not reproduced."""
 
-    max_shift: int = 20
-    sweep: ClassVar[bool] = True
     name: ClassVar[str] = "imagenet_p_translate"
-    measures: ClassVar[tuple[str, ...]] = (*SWEEP_MEASURES, "flip_rate", "top5_distance")
-    uses_original: ClassVar[bool] = True
-    axis_label: ClassVar[str] = "shift (px)"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.max_shift < 1:
-            raise ValueError(f"max_shift must be >= 1 px, got {self.max_shift}")
 
     @property
     def base(self) -> int:
         return round(self.canvas * 256 / 224)
-
-    @property
-    def positions(self) -> list[float]:
-        return list(range(-self.max_shift, self.max_shift + 1))
-
-    @property
-    def num_views(self) -> int:
-        return 2 * self.max_shift + 1
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
         moved = torch.tensor(self.positions, dtype=torch.long)  # CPU, as place_views() wants
