@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from lightning_inv.data.datamodules import EvalDataModule
 from lightning_inv.measuring.evaluator import InvarianceEvaluator
-from lightning_inv.protocols import Circular, RandomLocation, Translate
+from lightning_inv.protocols import Circular, LieDerivative, RandomLocation, Translate
 
 
 class RandomImages(Dataset):
@@ -37,6 +37,7 @@ def _evaluate(devices: int, classifier) -> dict[str, float]:
         Translate(canvas=32, scale=0.5, max_shift=6, fill="inpaint"),
         RandomLocation(canvas=32, scale=0.5, fill="mean"),
         Circular(canvas=32, max_shift=8),
+        LieDerivative(canvas=32, generators=("translate_x", "scale")),
     ]
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -63,6 +64,7 @@ def test_two_processes_give_the_single_process_values(make_tiny):
     assert (
         "translate_inpaint/jagged_fraction" in single
         and single["translate_inpaint/num_images"] == 11
+        and single["lie/lie_softmax_scale"] > 0
     )
     for key, value in single.items():
         assert double[key] == pytest.approx(value, abs=1e-6), key

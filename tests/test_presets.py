@@ -89,7 +89,7 @@ def test_every_preset_fits_small_canvases(canvas):
     protocols, probed = build_experiments(
         ["paper"], PresetContext(canvas, MEAN, location_fill="black")
     )
-    assert probed == {"fig2_translate_inpaint"}
+    assert probed == {"fig2_translate_inpaint", "lie2023_lie", "lie2023_crop_shift"}
     images = torch.rand(2, 3, canvas, canvas)
     for protocol in protocols:
         views = protocol(images, torch.tensor([0, 1]))

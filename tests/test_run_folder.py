@@ -71,3 +71,47 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path):
     first.__exit__(None, None, None)
     with RunLock(tmp_path):  # released: the next run may take it
         pass
+
+
+def test_saved_model_results_come_back_whole(tmp_path):
+    """A finished model's per-image results survive the npz round trip of ``--resume``: the
+    measures, a sweep's nonshiftability with depths, and a differential protocol's per-layer
+    contributions with their depths and kinds. Catches: per-layer Lie values saved as
+    nonshiftability (a resumed run would draw them as Fig. 10), kinds lost (figure colours)."""
+    import numpy as np
+
+    from lightning_inv.measuring.core import ProtocolResult
+    from lightning_inv.protocols import Crop, LieDerivative
+    from lightning_inv.reporting.run_folder import load_model_results, save_model_results
+
+    lie, sweep = LieDerivative(canvas=32), Crop(canvas=32, margin=2, steps=3)
+    indices, labels = np.array([0, 1]), np.array([3, 4])
+    results = {
+        lie.key: ProtocolResult(
+            lie,
+            indices,
+            labels,
+            {"lie_softmax_scale": np.array([0.5, 0.25])},
+            lie_layers={"stem": np.array([1.0, 2.0]), "unattributed": np.array([0.0, 0.0])},
+            depths={"stem": 0, "unattributed": 1},
+            kinds={"stem": "strided convolution", "unattributed": "outside modules"},
+        ),
+        sweep.key: ProtocolResult(
+            sweep,
+            indices,
+            labels,
+            {"p_top1_change": np.array([0.0, 0.5])},
+            nonshiftability={"act": np.array([1.0, 0.0])},
+            depths={"act": 3},
+        ),
+    }
+    save_model_results(tmp_path / "model.npz", results, {})
+    loaded, _ = load_model_results(tmp_path / "model.npz", [lie, sweep])
+    back = loaded[lie.key]
+    assert back.nonshiftability == {}
+    assert back.kinds == {"stem": "strided convolution", "unattributed": "outside modules"}
+    assert back.depths == {"stem": 0, "unattributed": 1}
+    assert np.array_equal(back.lie_layers["stem"], [1.0, 2.0])
+    assert np.array_equal(back.values["lie_softmax_scale"], [0.5, 0.25])
+    assert loaded[sweep.key].lie_layers == {} and loaded[sweep.key].depths == {"act": 3}
+    assert np.array_equal(loaded[sweep.key].nonshiftability["act"], [1.0, 0.0])

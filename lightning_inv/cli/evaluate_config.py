@@ -48,6 +48,7 @@ PROTOCOL_CHOICES = (
     "sequence",
     "imagenet_p_translate",
     "worst_of_k",
+    "lie",
 )
 LIST_FLAGS = ("models", "experiment", "protocols", "scales", "compare")
 # Flags that change how a run computes, not what (the numbers stay the same): --resume takes them.

@@ -1,5 +1,5 @@
 """Paired comparisons on the same images: between models, between a preset's protocol groups,
-and against published values (docs/design.md, "Intervals", "The published Table 1")."""
+rank correlations between measures, and against published values (docs/design.md, "Intervals", "The published Table 1")."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from typing import Any
 import numpy as np
 
 from lightning_inv.measuring.core import ProtocolResult
-from lightning_inv.measuring.statistics import RESAMPLES, bootstrap_interval, paired_difference
-from lightning_inv.protocols.presets import Contrast, Preset
+from lightning_inv.measuring.statistics import (
+    RESAMPLES,
+    bootstrap_interval,
+    paired_difference,
+    rank_correlation,
+)
+from lightning_inv.protocols.presets import Contrast, Correlation, Preset
 
 
 def compare_models(
@@ -67,6 +72,30 @@ def group_contrast(
     return out
 
 
+def correlate(
+    correlations: Sequence[Correlation],
+    results: Mapping[str, ProtocolResult],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One model's rank correlations over images (``rank_correlation``), each named
+    ``first_key/first_measure ~ second_key/second_measure``; those whose protocols or images
+    differ are left out."""
+    out: dict[str, Any] = {}
+    for c in correlations:
+        first, second = results.get(c.first_key), results.get(c.second_key)
+        if first is None or second is None or not first.num_images:
+            continue
+        if list(first.indices) != list(second.indices):
+            continue
+        if c.first_measure not in first.values or c.second_measure not in second.values:
+            continue
+        out[c.name] = rank_correlation(
+            first.values[c.first_measure], second.values[c.second_measure], resamples, seed
+        )
+    return out
+
+
 def beside_published(
     preset: Preset, measured: Mapping[str, Any], weights: str | None
 ) -> dict[str, Any] | None:
@@ -107,9 +136,17 @@ def preset_summaries(
     seed: int = 0,
 ) -> dict[str, Any]:
     """For every preset with a contrast: ``<preset>_<contrast>`` (per model) and, where values
-    were published for a model's weights, ``<preset>_published`` (per model)."""
+    were published for a model's weights, ``<preset>_published`` (per model); for every preset
+    with correlations: ``<preset>_correlation`` (per model, per correlation)."""
     out: dict[str, Any] = {}
     for preset in presets:
+        correlations = {
+            model: row
+            for model, rows in per_image.items()
+            if (row := correlate(preset.correlations, rows, resamples, seed))
+        }
+        if correlations:
+            out[f"{preset.name}_correlation"] = correlations
         if preset.contrast is None:
             continue
         contrasts = {

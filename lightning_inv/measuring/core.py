@@ -20,7 +20,7 @@ over images (``lightning_inv.measuring.statistics``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,8 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lightning_inv.measuring.engine import LayerResponses, view_logits
+from lightning_inv.measuring.lie import Linearized
+from lightning_inv.measuring.lie_layers import LayerAttribution
 from lightning_inv.measuring.measures import MEASURES, true_class_probability_per_view
 from lightning_inv.measuring.nonshiftability import FeatureSums, nonshiftability_per_image
 from lightning_inv.measuring.statistics import RESAMPLES, bootstrap_interval
@@ -70,7 +72,7 @@ class ProtocolMeasures(Metric):
         unknown = [m for m in protocol.measures if m not in MEASURES]
         if unknown:
             raise ValueError(f"{type(protocol).__name__} declares unknown measures {unknown}")
-        if layers and not protocol.ordered:
+        if layers and not (protocol.ordered or protocol.differential):
             raise ValueError(f"nonshiftability needs ordered views; {protocol.key} has none")
         self.protocol = protocol
         self.keep_views = keep_views
@@ -94,26 +96,35 @@ class ProtocolMeasures(Metric):
         indices: Tensor,
         responses: LayerResponses | None = None,
     ) -> None:
-        if logits.shape[1] != self.protocol.num_views:
+        if logits.shape[1] != self.protocol.num_rows:
             raise ValueError(
-                f"{self.protocol.key} makes {self.protocol.num_views} views; got {logits.shape[1]}"
+                f"{self.protocol.key} makes {self.protocol.num_rows} rows of logits per image "
+                f"({self.protocol.num_views} views); got {logits.shape[1]}"
             )
+        views = logits[:, : self.protocol.num_views]
         indices = torch.as_tensor(indices, device=logits.device).view(-1)
         self.index.append(indices.long())
         self.label.append(target.long())
         for name in self.protocol.measures:
-            value = MEASURES[name].per_image(logits, target, self.protocol)
+            measure = MEASURES[name]
+            value = measure.per_image(
+                logits if measure.differential else views, target, self.protocol
+            )
             getattr(self, _state(name)).append(value.double())
         if self.keep_views:
-            self.p_true.append(true_class_probability_per_view(logits, target))
-            self.top1.append(logits.argmax(-1).int())
+            self.p_true.append(true_class_probability_per_view(views, target))
+            self.top1.append(views.argmax(-1).int())
         for position, layer in enumerate(self.layers):
             if responses is None or layer not in responses:
                 raise ValueError(
                     f"no feature record for layer {layer!r}: pass the probe's responses"
                 )
-            sums, peaks = responses[layer]
-            value = nonshiftability_per_image(sums, peaks, self.threshold, self.relative_change)
+            record = responses[layer]
+            if isinstance(record, Tensor):  # a differential protocol's per-image contributions
+                value = record.double()
+            else:
+                sums, peaks = record
+                value = nonshiftability_per_image(sums, peaks, self.threshold, self.relative_change)
             getattr(self, f"shift_{position}").append(value)
         self._consolidate()
 
@@ -150,7 +161,9 @@ class ProtocolResult:
 
     ``values[measure]`` and ``nonshiftability[layer]`` are [N]; ``p_true`` and ``top1`` are
     [N, T] when views were kept; ``depths[layer]``: the number of convolutions before each
-    probed layer (Fig. 10's x-axis).
+    probed layer (Fig. 10's x-axis). A differential protocol's per-layer contributions to its
+    Lie derivative are ``lie_layers[layer]`` [N] instead, with ``kinds[layer]`` (convolution,
+    nonlinearity, ...).
     """
 
     protocol: Protocol
@@ -161,6 +174,8 @@ class ProtocolResult:
     top1: np.ndarray | None = None
     nonshiftability: dict[str, np.ndarray] = field(default_factory=dict)
     depths: dict[str, int] = field(default_factory=dict)
+    lie_layers: dict[str, np.ndarray] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_states(
@@ -169,6 +184,7 @@ class ProtocolResult:
         states: dict[str, Tensor],
         layers: Sequence[str] = (),
         depths: dict[str, int] | None = None,
+        kinds: dict[str, str] | None = None,
     ) -> ProtocolResult:
         # torchmetrics squeezes one-element outputs to 0-d: restore [N] and [N, T].
         indices = states["index"].cpu().long().numpy().reshape(-1)
@@ -182,6 +198,9 @@ class ProtocolResult:
         def views(name: str) -> np.ndarray:
             return states[name].cpu().numpy().reshape(len(indices), width[name])[order]
 
+        per_layer = {
+            layer: column(f"shift_{i}").astype(np.float64) for i, layer in enumerate(layers)
+        }
         return cls(
             protocol=protocol,
             indices=indices[order],
@@ -189,10 +208,12 @@ class ProtocolResult:
             values={m: column(_state(m)).astype(np.float64) for m in protocol.measures},
             p_true=views("p_true").astype(np.float32) if "p_true" in states else None,
             top1=views("top1").astype(np.int32) if "top1" in states else None,
-            nonshiftability={
-                layer: column(f"shift_{i}").astype(np.float64) for i, layer in enumerate(layers)
-            },
+            nonshiftability={} if protocol.differential else per_layer,
             depths={layer: int((depths or {}).get(layer, i)) for i, layer in enumerate(layers)},
+            lie_layers=per_layer if protocol.differential else {},
+            kinds={layer: (kinds or {}).get(layer, "other") for layer in layers}
+            if protocol.differential
+            else {},
         )
 
     @property
@@ -222,6 +243,16 @@ class ProtocolResult:
                     k: list(bootstrap_interval(v, resamples, seed))
                     for k, v in self.nonshiftability.items()
                 }
+        if self.lie_layers:
+            row["lie_layers_generator"] = getattr(self.protocol, "attribute", None)
+            row["lie_layers"] = {k: float(v.mean()) for k, v in self.lie_layers.items()}
+            row["lie_layers_depth"] = dict(self.depths)
+            row["lie_layers_kind"] = dict(self.kinds)
+            if intervals:
+                row["lie_layers_ci95"] = {
+                    k: list(bootstrap_interval(v, resamples, seed))
+                    for k, v in self.lie_layers.items()
+                }
         return row
 
 
@@ -237,15 +268,28 @@ def measure_batch(
     chunk_size: int = 256,
     probe: FeatureSums | None = None,
     validate_args: bool = True,
+    linearized: Linearized | None = None,
+    attributions: Mapping[str, LayerAttribution] | None = None,
 ) -> dict[str, LayerResponses]:
     """Push one batch through every protocol and update its measures; returns the probe's
     feature records per protocol key (empty where the protocol has no probed layers).
-    ``validate_args``: check the images' value range (the first batch is enough)."""
+    ``validate_args``: check the images' value range (the first batch is enough).
+    ``linearized``: the model differential protocols differentiate; ``attributions``: per
+    differential protocol key, its per-layer attribution."""
     responses: dict[str, LayerResponses] = {}
     for protocol, measure in zip(protocols, measures, strict=True):
-        use_probe = probe if measure.layers else None
+        use_probe = probe if measure.layers and not protocol.differential else None
         logits, recorded = view_logits(
-            model, protocol, images, indices, chunk_size, use_probe, originals, validate_args
+            model,
+            protocol,
+            images,
+            indices,
+            chunk_size,
+            use_probe,
+            originals,
+            validate_args,
+            linearized,
+            (attributions or {}).get(protocol.key),
         )
         measure.update(logits, labels, indices.to(labels.device), recorded)
         responses[protocol.key] = recorded

@@ -22,6 +22,13 @@ from torch import Tensor, nn
 
 from lightning_inv.files import RunFolderError, write_atomically
 from lightning_inv.measuring.core import ProtocolMeasures, ProtocolResult, measure_batch
+from lightning_inv.measuring.lie import Linearized
+from lightning_inv.measuring.lie_layers import (
+    UNATTRIBUTED,
+    LayerAttribution,
+    LayerPoint,
+    attribution_points,
+)
 from lightning_inv.measuring.nonshiftability import FeatureSums, probe_points
 from lightning_inv.measuring.statistics import RESAMPLES
 from lightning_inv.protocols import Protocol
@@ -52,7 +59,8 @@ class InvarianceEvaluator(pl.LightningModule):
         classifier: e.g. an ``InvarianceClassifier``; evaluated in eval mode.
         protocols: the view generators; their ``key`` names the results.
         chunk_size: views per forward pass.
-        probe: record nonshiftability (paper Fig. 10) on ordered protocols.
+        probe: record nonshiftability (paper Fig. 10) on ordered protocols, and split the Lie
+            derivative of differential protocols into layers (only those in ``probe_keys``).
         probe_kind: ``"activity"`` (default: the output of every nonlinearity, the paper's
             activities) or ``"conv"`` (raw convolution outputs); see ``probe_points``.
         probe_layers: module names inside ``classifier.model`` instead (first output per pass).
@@ -94,6 +102,7 @@ class InvarianceEvaluator(pl.LightningModule):
             raise ValueError(f"two protocols share a result key: {keys}")
         self.classifier = classifier
         self.protocols = list(protocols)
+        self.protocol_by_key = {p.key: p for p in protocols}
         self.chunk_size = chunk_size
         self.max_curve_images = max_curve_images
         self.intervals, self.resamples, self.seed = intervals, resamples, seed
@@ -116,6 +125,20 @@ class InvarianceEvaluator(pl.LightningModule):
             for p in protocols
         }
         self.depths = dict(self.probe.depths) if self.probe is not None else {}
+        # Differential protocols: per-layer Lie derivative contributions where probed.
+        attributed = [p for p in protocols if p.differential and probe and p.key in probed]
+        self.kinds: dict[str, str] = {}
+        self._points: dict[str, list[LayerPoint]] = {}
+        for protocol in attributed:
+            copy = Linearized(classifier).backbone.to("cpu")
+            points = attribution_points(copy, protocol.canvas)
+            self._points[protocol.key] = points
+            self.layers[protocol.key] = [p.name for p in points] + [UNATTRIBUTED]
+            self.depths.update({p.name: p.depth for p in points})
+            self.depths[UNATTRIBUTED] = max((p.depth for p in points), default=0) + 1
+            self.kinds.update({p.name: p.kind for p in points} | {UNATTRIBUTED: "outside modules"})
+        self.linearized: Linearized | None = None
+        self.attributions: dict[str, LayerAttribution] = {}
         self.measures = nn.ModuleList(
             [ProtocolMeasures(p, keep_per_image, self.layers[p.key]) for p in protocols]
         )
@@ -131,6 +154,19 @@ class InvarianceEvaluator(pl.LightningModule):
 
     def on_test_start(self) -> None:
         self.classifier.eval()
+        if any(p.differential for p in self.protocols):
+            # Not a submodule: its weights are a copy, not the evaluator's state.
+            object.__setattr__(self, "linearized", Linearized(self.classifier))
+            self.attributions = {
+                key: LayerAttribution(
+                    self.linearized,
+                    self.linearized.backbone,
+                    points,
+                    self.protocol_by_key[key].attribute,  # type: ignore[attr-defined]
+                    self.protocol_by_key[key].boundary,  # type: ignore[attr-defined]
+                )
+                for key, points in self._points.items()
+            }
         if self.probe is not None:
             self.probe.__enter__()
             self.probe.recording = False  # on only inside view_logits of a probed protocol
@@ -158,9 +194,11 @@ class InvarianceEvaluator(pl.LightningModule):
             self.chunk_size,
             self.probe,
             validate_args=batch_idx == 0,
+            linearized=self.linearized,
+            attributions=self.attributions,
         )
         for key, layers in responses.items():
-            if not layers:
+            if not layers or self.protocol_by_key[key].differential:
                 continue
             deepest = layers[self.layers[key][-1]][0]
             kept = self._curves.setdefault(key, [])
@@ -238,7 +276,7 @@ class InvarianceEvaluator(pl.LightningModule):
         self.skipped = list(dict.fromkeys(gathered))  # a resumed run meets its skipped files again
         for protocol, measure in zip(self.protocols, self.measures, strict=True):
             result = ProtocolResult.from_states(
-                protocol, measure.compute(), self.layers[protocol.key], self.depths
+                protocol, measure.compute(), self.layers[protocol.key], self.depths, self.kinds
             )
             self.per_image[protocol.key] = result
             num_images = result.num_images  # every image goes through every protocol

@@ -24,6 +24,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lightning_inv.measuring.lie import log_probability_lie, softmax_lie
+from lightning_inv.protocols.lie import lie_measure
+from lightning_inv.protocols.tangents import GENERATORS
+
 if TYPE_CHECKING:
     from lightning_inv.protocols import Protocol
 
@@ -191,12 +195,15 @@ PerImage = Callable[[Tensor, Tensor, "Protocol"], Tensor]
 @dataclass(frozen=True)
 class Measure:
     """One measure: its per-image value ``per_image(logits [N, T, C], target [N], protocol) ->
-    [N]`` (the reported number is the mean over images), and its direction."""
+    [N]`` (the reported number is the mean over images), and its direction. A ``differential``
+    measure reads the rows of a differential protocol instead of its views: [N, 1 + K, C], the
+    logits of the image, then the logit derivatives along the protocol's K ``generators``."""
 
     name: str
     per_image: PerImage
     higher_is_better: bool
     description: str
+    differential: bool = False
 
 
 def compared_pairs(protocol: Protocol) -> Pairs | None:
@@ -207,6 +214,47 @@ def compared_pairs(protocol: Protocol) -> Pairs | None:
 
 def _zero(protocol: Protocol) -> int:
     return list(protocol.positions).index(0)
+
+
+def _lie_measures() -> list[Measure]:
+    """``lie_softmax_<g>`` and ``lie_logp_<g>`` for every generator g (rows of a
+    ``LieDerivative`` protocol; units of ``GENERATORS``, squared)."""
+
+    def softmax_row(generator: str) -> PerImage:
+        def value(rows: Tensor, target: Tensor, protocol: Protocol) -> Tensor:
+            position = protocol.generators.index(generator)  # type: ignore[attr-defined]
+            return softmax_lie(rows, position + 1)[:, position]
+
+        return value
+
+    def logp_row(generator: str) -> PerImage:
+        def value(rows: Tensor, target: Tensor, protocol: Protocol) -> Tensor:
+            position = protocol.generators.index(generator)  # type: ignore[attr-defined]
+            return log_probability_lie(rows, target, position + 1)[:, position]
+
+        return value
+
+    measures = []
+    for generator, unit in GENERATORS.items():
+        measures.append(
+            Measure(
+                lie_measure("softmax", generator),
+                softmax_row(generator),
+                False,
+                f"||d softmax / dt||^2, t: {unit} (local equivariance error, Gruver et al. 2023)",
+                differential=True,
+            )
+        )
+        measures.append(
+            Measure(
+                lie_measure("logp", generator),
+                logp_row(generator),
+                False,
+                f"(d log p(true class) / dt)^2, t: {unit}",
+                differential=True,
+            )
+        )
+    return measures
 
 
 MEASURES: dict[str, Measure] = {
@@ -304,5 +352,6 @@ MEASURES: dict[str, Measure] = {
             True,
             "fraction of images correct in every view",
         ),
+        *_lie_measures(),
     )
 }

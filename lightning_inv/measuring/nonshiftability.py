@@ -195,7 +195,7 @@ def probe_points(
         calls[name] += 1
         probed = is_conv if kind == "conv" else not is_conv
         if probed and output.dim() == 4:
-            channels_last = _in_linear_mlp(parents.get(name))
+            channels_last = in_linear_mlp(parents.get(name))
             spatial = output.shape[1:3] if channels_last else output.shape[2:]
             if max(spatial) > 1:
                 label = name if call == 0 else f"{name}@{call}"
@@ -210,7 +210,7 @@ def probe_points(
     ]
 
 
-def _in_linear_mlp(parent: nn.Module | None) -> bool:
+def in_linear_mlp(parent: nn.Module | None) -> bool:
     """The module sits in a timm ``Mlp`` made of linear layers, applied channels last."""
     return type(parent).__name__ == "Mlp" and isinstance(getattr(parent, "fc1", None), nn.Linear)
 

@@ -74,3 +74,61 @@ def paired_difference(
     difference = first - second
     low, high = bootstrap_interval(difference, resamples, seed, level)
     return {"difference": float(difference.mean()), "ci95": [low, high]}
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..N-1 of ``values`` [N], ties given their mean rank (as Spearman's rho needs)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ranked = np.empty(len(values))
+    ranked[order] = np.arange(len(values), dtype=np.float64)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranked)
+    return (sums / counts)[inverse]
+
+
+def spearman(first: np.ndarray, second: np.ndarray) -> float:
+    """Spearman's rank correlation of two per-image measures (NaN when one is constant).
+
+    >>> spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 30.0, 20.0, 40.0]))
+    0.8
+    """
+    a, b = ranks(first), ranks(second)
+    a, b = a - a.mean(), b - b.mean()
+    scale = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / scale) if scale > 0 else float("nan")
+
+
+def rank_correlation(
+    first: np.ndarray,
+    second: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, float | int | list[float]]:
+    """Spearman's rho between two per-image measures of the same images, with a percentile
+    bootstrap interval over images (images drawn with replacement, as for the means; resamples
+    where a measure is constant are dropped, their count reported as ``undefined``)."""
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    if first.shape != second.shape or first.ndim != 1:
+        raise ValueError(
+            f"a correlation needs one value per image of the same images: {first.shape} vs {second.shape}"
+        )
+    generator = np.random.default_rng(seed)
+    drawn = [
+        spearman(first[i], second[i])
+        for i in (generator.integers(0, len(first), len(first)) for _ in range(resamples))
+    ]
+    finite = np.array([r for r in drawn if np.isfinite(r)])
+    tail = 100 * (1 - level) / 2
+    interval = (
+        [float(v) for v in np.percentile(finite, [tail, 100 - tail])]
+        if len(finite)
+        else [float("nan")] * 2
+    )
+    return {
+        "spearman": spearman(first, second),
+        "ci95": interval,
+        "num_images": len(first),
+        "undefined": resamples - len(finite),
+    }

@@ -1,5 +1,5 @@
-"""The batched transformation engine: protocols (views of an image), fill modes, inpainting,
-and the paper's presets."""
+"""The batched transformation engine: protocols (views of an image, or the tangents of its
+transformations), fill modes, inpainting, and the paper's presets."""
 
 from lightning_inv.protocols.base import (
     DIRECTIONS,
@@ -14,6 +14,7 @@ from lightning_inv.protocols.base import (
 from lightning_inv.protocols.factory import PROTOCOLS, create_protocol
 from lightning_inv.protocols.fill import FILL_MODES, compose
 from lightning_inv.protocols.inpaint import binomial_kernel, inpaint
+from lightning_inv.protocols.lie import LieDerivative
 from lightning_inv.protocols.locations import RandomLocation, WorstOfK
 from lightning_inv.protocols.pairs import Circular, PairShift
 from lightning_inv.protocols.placement import Region, place
@@ -36,6 +37,7 @@ __all__ = [
     "Embed",
     "FilledProtocol",
     "ImageNetPTranslate",
+    "LieDerivative",
     "PairShift",
     "Protocol",
     "RandomLocation",

@@ -11,7 +11,8 @@ views are identical every call, every epoch and on every rank.
 
 Each protocol class declares the measures that apply to it (``measures``, names of
 ``lightning_inv.measuring.measures.MEASURES``) and whether its views form an ordered sweep (``ordered``:
-consecutive pairs, Fig. 1-2 curves, nonshiftability).
+consecutive pairs, Fig. 1-2 curves, nonshiftability). A ``differential`` protocol
+(``lightning_inv.protocols.lie``) has derivatives taken at its view instead of more views.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class Protocol(ABC):
     ordered: ClassVar[bool] = True
     sweep: ClassVar[bool] = False
     uses_original: ClassVar[bool] = False
+    differential: ClassVar[bool] = False
     axis_label: ClassVar[str] = "view"
 
     def __post_init__(self) -> None:
@@ -173,6 +175,12 @@ class Protocol(ABC):
     @abstractmethod
     def num_views(self) -> int:
         """T, the number of views per image."""
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of logits per image the engine returns: the T views, or for a differential
+        protocol the view's logits and its logit derivatives (``LieDerivative``)."""
+        return self.num_views
 
     @property
     def positions(self) -> list[float]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from lightning_inv.protocols.base import Protocol
+from lightning_inv.protocols.lie import LieDerivative
 from lightning_inv.protocols.locations import RandomLocation, WorstOfK
 from lightning_inv.protocols.pairs import Circular, PairShift
 from lightning_inv.protocols.sweeps import (
@@ -28,6 +29,7 @@ PROTOCOLS: dict[str, type[Protocol]] = {
         TranslationSequence,
         ImageNetPTranslate,
         WorstOfK,
+        LieDerivative,
     )
 }
 
@@ -35,7 +37,7 @@ PROTOCOLS: dict[str, type[Protocol]] = {
 def create_protocol(name: str, **kwargs: object) -> Protocol:
     """Create a protocol by name (``translate``, ``crop``, ``scale``, ``embed``,
     ``random_location``, ``pair_shift``, ``circular``, ``sequence``, ``imagenet_p_translate``,
-    ``worst_of_k``) with its parameters."""
+    ``worst_of_k``, ``lie``) with its parameters."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
     try:

@@ -24,6 +24,7 @@ from lightning_inv.protocols import (
     Crop,
     Embed,
     ImageNetPTranslate,
+    LieDerivative,
     PairShift,
     Protocol,
     RandomLocation,
@@ -64,9 +65,25 @@ class Contrast:
 
 
 @dataclass(frozen=True)
+class Correlation:
+    """A rank correlation over images between one measure of one protocol and one of another
+    (Spearman, with its bootstrap interval; reported as ``<preset>_correlation``)."""
+
+    first_key: str
+    first_measure: str
+    second_key: str
+    second_measure: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_key}/{self.first_measure} ~ {self.second_key}/{self.second_measure}"
+
+
+@dataclass(frozen=True)
 class Preset:
-    """A named experiment: its protocols, the keys of those to probe for nonshiftability
-    (``probe``: its ordered protocols, Fig. 10), its contrast, its figures (names of
+    """A named experiment: its protocols, the keys of those to probe (``probe``: nonshiftability
+    of its ordered protocols, Fig. 10; per-layer Lie derivatives of its differential ones), its
+    contrast, its rank correlations between measures, its figures (names of
     ``lightning_inv.reporting.figures.PRESET_FIGURES``, each with the protocol keys it draws)
     and its published values (a file of ``published/``, keyed by timm weights name)."""
 
@@ -78,6 +95,7 @@ class Preset:
     contrast: Contrast | None = None
     figures: tuple[tuple[str, tuple[str, ...]], ...] = ()
     published: str | None = None
+    correlations: tuple[Correlation, ...] = ()
 
     def published_values(self) -> dict[str, Any] | None:
         """The published table (with its source and how its numbers combine), or None."""
@@ -223,6 +241,23 @@ def _imagenet_p(c: PresetContext) -> list[Protocol]:
     return [ImageNetPTranslate(canvas=c.canvas, seed=c.seed, max_shift=20)]
 
 
+def _lie2023(c: PresetContext) -> list[Protocol]:
+    lie = LieDerivative(canvas=c.canvas, seed=c.seed, label="lie2023_lie")
+    margin = round(c.canvas * 16 / 224)
+    shifts = Crop(
+        canvas=c.canvas,
+        seed=c.seed,
+        margin=margin,
+        steps=margin + 1,
+        direction="horizontal",
+        label="lie2023_crop_shift",
+    )
+    return [lie, shifts]
+
+
+LIE2023_KEYS = ("lie2023_lie", "lie2023_crop_shift")
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -301,6 +336,28 @@ PRESETS: dict[str, Preset] = {
             "frames is not reproduced): flip rate and top-5 distance",
             _imagenet_p,
         ),
+        Preset(
+            "lie2023",
+            "Gruver, Finzi, Goldblum & Wilson, 'The Lie Derivative for Measuring Learned "
+            "Equivariance', ICLR 2023 (ngruver/lie-deriv, lee/e2e_lee.py, lee/layerwise_lee.py)",
+            "Lie derivatives at the prepared image along horizontal and vertical translation "
+            "(per px), rotation (per degree) and scaling (per 1%), band-limited (spectral "
+            "tangents; the paper's code uses bilinear sampling): ||d softmax/dt||^2 and "
+            "(d log p(true)/dt)^2 per image; the horizontal one split into every layer's "
+            "contribution, beside Fig. 10's nonshiftability on a discrete sweep of the same "
+            "photos (17 windows 1 px apart, horizontally, at 224) and rank-correlated with its "
+            "P(top-1 change)",
+            _lie2023,
+            probe=True,
+            figures=(("lie_layers", LIE2023_KEYS),),
+            correlations=(
+                Correlation(
+                    "lie2023_lie", "lie_softmax_translate_x", "lie2023_crop_shift", "p_top1_change"
+                ),
+                Correlation("lie2023_lie", "lie_softmax_translate_x", "lie2023_crop_shift", "mac"),
+                Correlation("lie2023_lie", "lie_logp_translate_x", "lie2023_crop_shift", "mad"),
+            ),
+        ),
     )
 }
 PAPER = "paper"  # every preset
@@ -332,7 +389,7 @@ def build_experiments(
         preset = PRESETS[name]
         for protocol in preset.build(context):
             protocols.setdefault(protocol.key, protocol)
-            if preset.probe and protocol.ordered:
+            if preset.probe and (protocol.ordered or protocol.differential):
                 probed.add(protocol.key)
     return list(protocols.values()), probed
 

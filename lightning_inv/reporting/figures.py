@@ -1,7 +1,7 @@
 """The figures of one ``evaluate.py`` run: which paper figure applies to which protocols.
 
 One function per figure (``fig1_and_fig2a``, ``fig2b``, ``fig4``, ``fig6``, ``fig10``, and the
-figures presets own: ``table1_sizes``, ``offset_curves``); ``write_figures`` draws every one the run's protocols allow. The drawing itself is
+figures presets own: ``table1_sizes``, ``offset_curves``, ``lie_layers``); ``write_figures`` draws every one the run's protocols allow. The drawing itself is
 ``lightning_inv.reporting.plots``.
 """
 
@@ -224,10 +224,30 @@ def table1_sizes(runs: Sequence[ModelRun], directory: Path, keys: Sequence[str])
     return {"table1_sizes": plots.save(plots.plot_table1(rows), directory / "table1_sizes.png")}
 
 
+def lie_layers(runs: Sequence[ModelRun], directory: Path, keys: Sequence[str]) -> dict[str, Path]:
+    """Per-layer contributions to the Lie derivative of the differential protocol ``keys[0]``
+    beside the nonshiftability of the sweep ``keys[1]`` on the same images, per model."""
+    lie_key, sweep_key = keys
+    rows = {}
+    for run in runs:
+        row = run.results.get(lie_key, {})
+        if "lie_layers" not in row:
+            continue
+        sweep = run.per_image.get(sweep_key)
+        shifts = sweep.nonshiftability if sweep is not None else {}
+        rows[run.name] = (row, shifts, sweep.depths if sweep is not None else {})
+    if not rows:
+        return {}
+    generator = next(iter(rows.values()))[0].get("lie_layers_generator") or "translate_x"
+    figure = plots.plot_lie_layers(rows, generator, sweep_key)
+    return {"lie_layers": plots.save(figure, directory / "lie_layers.png")}
+
+
 PresetFigure = Callable[[Sequence[ModelRun], Path, Sequence[str]], dict[str, Path]]
 PRESET_FIGURES: dict[str, PresetFigure] = {
     "table1_sizes": table1_sizes,
     "offset_curves": offset_curves,
+    "lie_layers": lie_layers,
 }
 
 

@@ -21,6 +21,7 @@ from lightning_inv.reporting.loggers import (
 from lightning_inv.reporting.tables import (
     Namer,
     print_comparisons,
+    print_lie_table,
     print_preset_summaries,
     print_table,
     write_measures_csv,
@@ -55,6 +56,7 @@ def write_outputs(
         )
     print()
     print_table(results["models"])
+    print_lie_table(results["models"])
     print_comparisons(results["comparisons"])
     print_preset_summaries(presets, results)
     figures: dict[str, Path] = {}

@@ -339,6 +339,77 @@ def plot_nonshiftability(
     return figure
 
 
+KIND_COLOURS = {
+    "convolution": "C0",
+    "strided convolution": "C9",
+    "nonlinearity": "C3",
+    "subsampling": "C2",
+    "normalisation": "C7",
+    "linear": "C4",
+    "other": "C5",
+    "outside modules": "k",
+}
+
+
+def plot_lie_layers(
+    rows: Mapping[str, tuple[Mapping[str, Any], Mapping[str, np.ndarray], Mapping[str, int]]],
+    generator: str,
+    sweep: str,
+) -> Figure:
+    """Where invariance is lost, continuously and discretely: per model, each layer's mean
+    contribution to the Lie derivative against depth (log scale, coloured by what the layer
+    does; Gruver et al. 2023, Fig. 4), beside Fig. 10's nonshiftability of the same images.
+
+    Args:
+        rows: ``{model: (Lie result row with "lie_layers", "lie_layers_depth",
+            "lie_layers_kind", "lie_layers_ci95"; nonshiftability {layer: [N]}; its depths)}``.
+        generator: the transformation of the Lie derivative (for the axis label).
+        sweep: the discrete sweep's key (for the title).
+    """
+    models = list(rows)
+    figure, axes = subplots(
+        len(models), 2, figsize=(10.5, 3.4 * len(models)), squeeze=False, sharex="row"
+    )
+    for (left, right), model in zip(axes, models, strict=True):
+        row, shifts, shift_depths = rows[model]
+        values, depths, kinds = row["lie_layers"], row["lie_layers_depth"], row["lie_layers_kind"]
+        intervals = row.get("lie_layers_ci95", {})
+        floor = max(values.values(), default=0.0) * 1e-9  # below: zero up to float rounding
+        zero = [n for n, v in values.items() if v <= floor]
+        for kind in dict.fromkeys(kinds.values()):
+            names = [n for n in values if kinds.get(n) == kind and n not in zero]
+            if not names:
+                continue
+            x = np.array([depths[n] for n in names], dtype=float)
+            y = np.array([values[n] for n in names], dtype=float)
+            if intervals:
+                low = y - np.maximum([intervals[n][0] for n in names], y * 1e-3)
+                high = np.array([intervals[n][1] for n in names]) - y
+                left.errorbar(x, y, yerr=[low, high], fmt="none", ecolor="0.75", lw=0.6)
+            left.scatter(x, y, s=14, color=KIND_COLOURS.get(kind, "C5"), label=kind, zorder=3)
+        if any(v > floor for v in values.values()):
+            left.set_yscale("log")
+        left.set_ylabel(f"|J c_l|^2, {generator}")
+        note = f"; {len(zero)} layers contribute 0 (not drawn)" if zero else ""
+        left.set_title(
+            f"{model}: each layer's contribution to the Lie derivative{note}", fontsize=8
+        )
+        left.legend(fontsize=6, loc="lower left")
+        if shifts:
+            counts = np.stack([np.asarray(v, dtype=float) for v in shifts.values()], axis=1)
+            x = np.array([shift_depths.get(n, i) for i, n in enumerate(shifts)], dtype=float)
+            right.plot(x, counts.mean(0), color="C3", lw=2, marker="o", ms=3)
+            right.set_ylabel("jumps > 20% per feature map")
+            right.set_title(f"{model}: nonshiftability on {sweep} (Fig. 10)", fontsize=9)
+        else:
+            right.set_axis_off()
+        for axis in (left, right):
+            axis.set_xlabel("depth (convolutions before the layer)")
+            axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
 def plot_table1(
     rows_by_model: Mapping[str, Mapping[float, Mapping[str, Any]]],
     measures: Sequence[tuple[str, str]] = (

@@ -54,6 +54,10 @@ def save_model_results(path: Path, results: dict[str, Any], curves: dict[str, An
         for layer, values in result.nonshiftability.items():
             arrays[f"{key}|shift|{layer}"] = values
             arrays[f"{key}|depth|{layer}"] = np.array(result.depths.get(layer, -1))
+        for layer, values in result.lie_layers.items():
+            arrays[f"{key}|lie|{layer}"] = values
+            arrays[f"{key}|depth|{layer}"] = np.array(result.depths.get(layer, -1))
+            arrays[f"{key}|kind|{layer}"] = np.array(result.kinds.get(layer, "other"))
         if result.p_true is not None:
             arrays[f"{key}|p_true"], arrays[f"{key}|top1"] = result.p_true, result.top1
     for key, sums in curves.items():
@@ -87,7 +91,7 @@ def load_model_results(path: Path, protocols: list[Any]) -> tuple[dict[str, Any]
                 "start a new run"
             )
         prefix_value, prefix_shift = f"{key}|value|", f"{key}|shift|"
-        prefix_depth = f"{key}|depth|"
+        prefix_depth, prefix_lie, prefix_kind = f"{key}|depth|", f"{key}|lie|", f"{key}|kind|"
         results[key] = ProtocolResult(
             protocol=protocol,
             indices=arrays[f"{key}|indices"],
@@ -104,6 +108,14 @@ def load_model_results(path: Path, protocols: list[Any]) -> tuple[dict[str, Any]
                 k[len(prefix_depth) :]: int(v)
                 for k, v in arrays.items()
                 if k.startswith(prefix_depth)
+            },
+            lie_layers={
+                k[len(prefix_lie) :]: v for k, v in arrays.items() if k.startswith(prefix_lie)
+            },
+            kinds={
+                k[len(prefix_kind) :]: str(v)
+                for k, v in arrays.items()
+                if k.startswith(prefix_kind)
             },
         )
         if f"{key}|curves" in arrays:

@@ -13,12 +13,15 @@ from lightning_inv.data.images import imagefolder_items
 from lightning_inv.data.samples import imagenet_description
 from lightning_inv.files import write_csv
 from lightning_inv.measuring.core import ProtocolResult
+from lightning_inv.protocols.lie import LIE_MEASURE_KINDS, lie_measure
 from lightning_inv.protocols.presets import Preset
+from lightning_inv.protocols.tangents import GENERATORS
 
 Namer = Callable[[int], str]
 Runs = Sequence[tuple[str, Mapping[str, ProtocolResult]]]
 SUMMARY_COLUMNS = ("accuracy", "p_top1_change", "mac", "jagged_fraction", "consistency")
-COMPARED = ("accuracy", "p_top1_change", "mac", "consistency")
+LIE_COLUMNS = tuple(lie_measure(kind, g) for kind in LIE_MEASURE_KINDS for g in GENERATORS)
+COMPARED = ("accuracy", "p_top1_change", "mac", "consistency", *LIE_COLUMNS)
 
 
 def cell(row: Mapping[str, Any], measure: str) -> str:
@@ -26,7 +29,15 @@ def cell(row: Mapping[str, Any], measure: str) -> str:
     if measure not in row:
         return "-"
     interval = row.get(f"{measure}_ci95")
+    if measure.startswith("lie_"):  # squared derivatives span decades: 3 significant digits
+        return f"{row[measure]:.3g}" + (
+            f" [{interval[0]:.2g},{interval[1]:.2g}]" if interval else ""
+        )
     return f"{row[measure]:.3f}" + (f" [{interval[0]:.2f},{interval[1]:.2f}]" if interval else "")
+
+
+def _number(value: float, measure: str) -> str:
+    return f"{value:+.3g}" if measure.startswith("lie_") else f"{value:+.3f}"
 
 
 def print_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
@@ -41,29 +52,60 @@ def print_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
     for key in keys:
         for model, rows in results.items():
             row = rows.get(key, {})
-            if "accuracy" in row:
+            if "accuracy" in row and not any(c in row for c in LIE_COLUMNS):
                 cells = " ".join(f"{cell(row, c):>22s}" for c in SUMMARY_COLUMNS)
                 print(f"{key:30s} {model:{width}s} {cells}")
+
+
+def print_lie_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+    """The Lie derivative protocols: per protocol and model, each measure [95% interval]
+    (squared derivatives; units in docs/results.md)."""
+    keys = [
+        k
+        for k in dict.fromkeys(k for rows in results.values() for k in rows)
+        if any(c in rows.get(k, {}) for rows in results.values() for c in LIE_COLUMNS)
+    ]
+    if not keys:
+        return
+    width = max([len(m) for m in results] + [5])
+    for key in keys:
+        columns = [
+            c for c in LIE_COLUMNS if any(c in rows.get(key, {}) for rows in results.values())
+        ]
+        print(f"\n{key}: Lie derivatives, mean over images [95% interval]")
+        for column in columns:
+            cells = "  ".join(
+                f"{model:>{width}s} {cell(rows.get(key, {}), column):24s}"
+                for model, rows in results.items()
+            )
+            print(f"  {column:24s} {cells}")
 
 
 def print_comparisons(comparisons: Mapping[str, Any]) -> None:
     """Paired differences whose interval excludes 0, per pair of models."""
     for pair, rows in comparisons.items():
         lines = [
-            f"  {key:30s} {m:15s} {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            f"  {key:30s} {m:24s} {_number(d['difference'], m)} "
+            f"[{_number(d['ci95'][0], m)}, {_number(d['ci95'][1], m)}]"
             for key, measures in rows.items()
             for m, d in measures.items()
             if m in COMPARED and (d["ci95"][0] > 0 or d["ci95"][1] < 0)
         ]
-        which = " (accuracy, P(top-1 change), MAC, consistency)" if lines else ""
+        which = " (accuracy, P(top-1 change), MAC, consistency, Lie derivatives)" if lines else ""
         print(f"\n{pair}: {len(lines)} differences with a 95% interval that excludes 0{which}")
         for line in lines:
             print(line)
 
 
 def print_preset_summaries(presets: Sequence[Preset], summaries: Mapping[str, Any]) -> None:
-    """Each preset's contrast in P(top-1 change) and its published values beside ours."""
+    """Each preset's contrast in P(top-1 change), its published values beside ours and its
+    rank correlations."""
     for preset in presets:
+        for model, rows in summaries.get(f"{preset.name}_correlation", {}).items():
+            print(f"\n{preset.name}, {model}: rank correlation over images (Spearman)")
+            for name, c in rows.items():
+                low, high = c["ci95"]
+                print(f"  {name}: {c['spearman']:+.2f} [{low:+.2f}, {high:+.2f}]")
         contrast = preset.contrast
         if contrast is None:
             continue
