@@ -6,7 +6,10 @@ fixed, seeded set of held-out images through the current model:
 * ``random_location`` at each object scale: the image is shrunk to ``scale x canvas`` and placed at
   a seeded random position (docs/design.md, "Protocols"), accuracy only;
 * ``translate``: the image at the training object scale, shifted -N..N px: accuracy, accuracy at
-  shift 0 (``centred_accuracy``), P(top-1 change), jaggedness, consistency, MAC/MAD.
+  shift 0 (``centred_accuracy``), P(top-1 change), jaggedness, consistency, MAC/MAD;
+* with ``lie`` (transformations such as ``translate_x``): the Lie derivatives of the model at the
+  image placed at the training object scale (``lie_<fill>_s<scale>/lie_softmax_translate_x``, ...;
+  ``lightning_inv.protocols.lie``), the continuous measure beside the discrete ones.
 
 With ``sets`` (``InvarianceSet``), it measures several named sets instead, each restricted to a
 canvas region and object scales, optionally with thinned or thickened objects; their keys start
@@ -38,8 +41,10 @@ from torch.utils.data import Dataset
 from lightning_inv.data.images import collate_skipping
 from lightning_inv.files import write_json
 from lightning_inv.measuring.core import ProtocolMeasures, ProtocolResult, measure_batch
-from lightning_inv.protocols import Protocol, RandomLocation, Region, Translate
+from lightning_inv.measuring.lie import Linearized
+from lightning_inv.protocols import LieDerivative, Protocol, RandomLocation, Region, Translate
 from lightning_inv.protocols.base import Direction
+from lightning_inv.protocols.tangents import check_generator
 
 
 @dataclass
@@ -90,6 +95,9 @@ class InvarianceEvaluation(Callback):
         prefix: log key prefix.
         sets: named, region-restricted sets instead of the one set above (``scales``,
             ``translate_scale`` are then per set; ``max_shift``, ``fill``, ``seed`` shared).
+        lie: transformations (``translate_x``, ``translate_y``, ``rotate``, ``scale``) whose
+            Lie derivatives are measured too, at the object at the sweep's scale (per set);
+            one forward-mode pass each (~2-3 forward passes).
     """
 
     def __init__(
@@ -105,9 +113,13 @@ class InvarianceEvaluation(Callback):
         chunk_size: int = 256,
         prefix: str = "invariance",
         sets: list[InvarianceSet] | None = None,
+        lie: tuple[str, ...] = (),
     ) -> None:
         if every_n_epochs < 1 or num_images < 1:
             raise ValueError("every_n_epochs and num_images must be at least 1")
+        for name in lie:
+            check_generator(name)
+        self.lie = tuple(lie)
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
         self.scales = tuple(scales)
@@ -143,8 +155,21 @@ class InvarianceEvaluation(Callback):
                     self._strokes[protocol.key] = spec.stroke
             return protocols
         scale = self.translate_scale or float(getattr(datamodule, "object_scale", 0.75))
-        return [RandomLocation(scale=s, **common) for s in self.scales] + [
-            Translate(scale=scale, max_shift=self.max_shift, **common)
+        return [
+            *[RandomLocation(scale=s, **common) for s in self.scales],
+            Translate(scale=scale, max_shift=self.max_shift, **common),
+            *self._lie_protocols(scale, None, common),
+        ]
+
+    def _lie_protocols(
+        self, scale: float, region: Region | None, common: dict[str, Any]
+    ) -> list[Protocol]:
+        if not self.lie:
+            return []
+        return [
+            LieDerivative(
+                generators=self.lie, attribute=self.lie[0], scale=scale, region=region, **common
+            )
         ]
 
     def _set_protocols(self, spec: InvarianceSet, common: dict[str, Any]) -> list[Protocol]:
@@ -158,9 +183,10 @@ class InvarianceEvaluation(Callback):
             direction=spec.direction,
             **common,
         )
-        for protocol in [*located, sweep]:
+        lie = self._lie_protocols(scale, spec.region, common)
+        for protocol in [*located, sweep, *lie]:
             protocol.label = f"{spec.name}_{protocol.default_key}"
-        return [*located, sweep]
+        return [*located, sweep, *lie]
 
     def strokes(self, protocols: list[Protocol]) -> list[int]:
         """The stroke change of each protocol's set (0 without sets), as ``protocols`` made it."""
@@ -186,6 +212,8 @@ class InvarianceEvaluation(Callback):
         strokes = self.strokes(protocols)
         was_training = pl_module.training
         pl_module.eval()
+        # This epoch's weights, frozen for forward-mode derivatives (differential protocols).
+        linearized = Linearized(pl_module) if any(p.differential for p in protocols) else None
         try:
             for start in range(0, len(share), self.batch_size):
                 batch = collate_skipping(
@@ -206,6 +234,7 @@ class InvarianceEvaluation(Callback):
                         batch["index"],
                         chunk_size=self.chunk_size,
                         validate_args=start == 0,
+                        linearized=linearized,
                     )
         finally:
             pl_module.train(was_training)

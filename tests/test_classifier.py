@@ -89,3 +89,29 @@ def test_from_checkpoint_rejects_plain_state_dicts(tmp_path):
     torch.save(model.state_dict(), path)
     with pytest.raises(BackboneError, match=r"not a checkpoint of train\.py"):
         InvarianceClassifier.from_checkpoint(path)
+
+
+def test_lie_penalty_is_the_lie_derivative_along_a_random_translation(make_tiny):
+    """``translation_lie`` (the training penalty) equals, per image, ||d softmax / dt||^2 along
+    cos(a) X_x + sin(a) X_y with the angles it draws, computed from the measuring core's
+    derivatives; its gradient reaches the backbone. Catches: a penalty on the logits instead of
+    the softmax, one axis only, a penalty detached from the weights (no gradient)."""
+    import math
+
+    from lightning_inv.measuring.lie import Linearized, logit_derivatives, softmax_derivative
+
+    classifier = make_tiny(32)
+    images = torch.rand(3, 3, 32, 32)
+    torch.manual_seed(5)
+    logits, penalty = classifier.translation_lie(images)
+    torch.manual_seed(5)
+    angle = torch.rand(3, 1, 1, 1) * (2 * math.pi)
+    with torch.no_grad():
+        base, d = logit_derivatives(Linearized(classifier), images, ("translate_x", "translate_y"))
+    along = torch.cos(angle.view(3, 1)) * d[:, 0] + torch.sin(angle.view(3, 1)) * d[:, 1]
+    expected = softmax_derivative(base, along[:, None]).pow(2).sum(-1).mean()
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-3)
+    assert torch.allclose(logits, base, atol=1e-4)
+    penalty.backward()
+    grads = [p.grad for p in classifier.model.parameters() if p.grad is not None]
+    assert grads and sum(g.abs().sum() for g in grads) > 0

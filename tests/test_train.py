@@ -63,6 +63,8 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
         "translate_black/centred_accuracy",
     ):
         assert 0 <= history[-1][key] <= 1, key
+    # The Lie derivative at the training placement, trained with its penalty (lie_penalty).
+    assert history[-1]["lie_black_s0.5/lie_softmax_translate_x"] > 0
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B offline run to sync later
     # Figures went to the W&B run (two per epoch), not left as files.
     media = sorted(
@@ -262,7 +264,9 @@ def test_invariance_callback_gives_the_same_numbers_on_two_processes(tmp_path, m
             limit_val_batches=1,
             default_root_dir=tmp_path,
             callbacks=[
-                InvarianceEvaluation(num_images=7, scales=(0.5,), max_shift=2, batch_size=3),
+                InvarianceEvaluation(
+                    num_images=7, scales=(0.5,), max_shift=2, batch_size=3, lie=("translate_x",)
+                ),
                 InvarianceFigures(),
             ],
         )
@@ -276,6 +280,7 @@ def test_invariance_callback_gives_the_same_numbers_on_two_processes(tmp_path, m
     single, double = validate(1), validate(2)
     assert len(list((tmp_path / "figures").glob("*.png"))) == 2  # drawn once (rank 0), no deadlock
     assert "invariance/translate_black/p_top1_change" in single and len(single) == len(double)
+    assert single["invariance/lie_black_s0.5/lie_softmax_translate_x"] > 0
     for key, value in single.items():
         assert double[key] == pytest.approx(value, abs=1e-6), key
 

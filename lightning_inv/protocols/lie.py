@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
-from lightning_inv.protocols.base import Protocol, resize
+from lightning_inv.protocols.base import FilledProtocol, check_scale, resize
+from lightning_inv.protocols.placement import Region
 from lightning_inv.protocols.tangents import GENERATORS, check_boundary, check_generator
 
 LIE_MEASURE_KINDS = ("softmax", "logp")
@@ -31,14 +33,19 @@ def lie_measure(kind: str, generator: str) -> str:
 
 
 @dataclass
-class LieDerivative(Protocol):
-    """One view per image, the image (resized to the canvas if it differs); measures: the squared norm of d softmax / dt
-    (``lie_softmax_*``) and (d log p_y / dt)^2 (``lie_logp_*``) for each generator, per image,
-    and the accuracy of the view."""
+class LieDerivative(FilledProtocol):
+    """One view per image; measures: the squared norm of d softmax / dt (``lie_softmax_*``)
+    and (d log p_y / dt)^2 (``lie_logp_*``) for each generator, per image, and the accuracy of
+    the view. The view is the image resized to the canvas (``scale`` 1, the default), or the
+    image at ``scale`` x the canvas centred on the canvas (or on ``region``) with the rest
+    filled (``fill``, black by default), as the training callback places digits."""
 
     generators: tuple[str, ...] = field(default_factory=lambda: tuple(GENERATORS))
     attribute: str = "translate_x"
     boundary: str = "reflect"
+    scale: float = 1.0
+    region: Region | None = None
+    fill: str = "black"
     name: ClassVar[str] = "lie"
     ordered: ClassVar[bool] = False
     differential: ClassVar[bool] = True
@@ -46,6 +53,7 @@ class LieDerivative(Protocol):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_scale(self.scale)
         self.generators = tuple(self.generators)
         if not self.generators:
             raise ValueError("a Lie derivative protocol needs at least one transformation")
@@ -54,6 +62,12 @@ class LieDerivative(Protocol):
         check_boundary(self.boundary)
         if len(set(self.generators)) != len(self.generators):
             raise ValueError(f"transformations repeat: {self.generators}")
+
+    @property
+    def default_key(self) -> str:
+        if self.scale == 1 and self.region is None:
+            return self.name
+        return f"{self.name}_{self.fill}_s{self.scale:g}"
 
     @property
     def num_views(self) -> int:
@@ -73,4 +87,13 @@ class LieDerivative(Protocol):
         return []
 
     def make_views(self, images: Tensor, indices: Tensor, originals: list[Tensor]) -> Tensor:
-        return resize(images, self.canvas)[:, None]
+        if self.scale == 1 and self.region is None:
+            return resize(images, self.canvas)[:, None]
+        side = round(self.scale * self.canvas)
+        if self.region is None:
+            corner = ((self.canvas - side) // 2,) * 2
+        else:
+            row, col = self.region.centre(self.canvas)
+            corner = (round(row - side / 2), round(col - side / 2))
+        offsets = torch.tensor([corner] * len(images))  # CPU: see compose()
+        return self._compose(resize(images, side), offsets)[:, None]
