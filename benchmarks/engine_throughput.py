@@ -18,6 +18,14 @@ fig9, zhang2019, aps2021, imagenet_p) at the model's canvas, plus the three hist
   ``inpaint_fraction_of_forward_random_location_s0.3``: the extra time of making the views with
   the inpainted background instead of the mean colour, divided by the forward of those views.
 
+The Lie derivative protocol (``lie``, four transformations) is a cost, not a throughput:
+``lie_cost_in_forwards`` is the time of the engine (one forward-mode pass per transformation on the
+frozen-batch-norm copy) divided by the bare forward of as many views (one per transformation and
+image): 1.0 = as cheap as pushing each tangent through the model as a view.
+``lie_layers_cost_in_forwards``: the per-layer split along one transformation, in forward passes
+of the same images (one forward-mode pass per layer, so about the number of layers times the
+per-transformation cost).
+
 Each ratio is the median over ``--repeats`` rounds of (bare time / engine time) with the two
 timed back to back in every round, after one warm-up, all in this one run: a slow moment of the
 machine hits both sides of a round, so ratios compare like with like. What is left is noise, and
@@ -47,8 +55,10 @@ import torch
 
 from lightning_inv.allocator import keep_freed_memory
 from lightning_inv.measuring.engine import view_logits
+from lightning_inv.measuring.lie import Linearized
+from lightning_inv.measuring.lie_layers import LayerAttribution, attribution_points
 from lightning_inv.models.classifier import InvarianceClassifier
-from lightning_inv.protocols import Crop, RandomLocation, Translate
+from lightning_inv.protocols import Crop, LieDerivative, RandomLocation, Translate
 from lightning_inv.protocols.presets import PresetContext, build_experiments
 
 PRESETS = ("table1", "fig2", "fig6", "fig9", "zhang2019", "aps2021", "imagenet_p")
@@ -168,7 +178,35 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
             flat = protocol(images, indices).flatten(0, 1).contiguous()
             forward_time = _median_time(lambda f=flat: run_forward(f), args.repeats, sync)
             results[name] = max(0.0, inpainted - filled) / forward_time
+        results.update(lie_costs(model, args.batch_size, args.repeats, sync, device))
     return results
+
+
+def lie_costs(
+    model: InvarianceClassifier, batch: int, repeats: int, sync: Callable[[], None], device
+) -> dict[str, float]:
+    """The Lie derivative protocol's cost in bare forward passes of as many views, and the
+    per-layer split's cost in forward passes of the same images."""
+    size = model.image_size
+    protocol = LieDerivative(canvas=size)
+    linearized = Linearized(model)
+    count = max(1, batch // len(protocol.generators))
+    images = torch.rand(count, 3, size, size, device=device)
+    flat = images.repeat(len(protocol.generators), 1, 1, 1)  # one view per transformation
+    _, _, cost = paired_seconds(
+        lambda: view_logits(model, protocol, images, chunk_size=batch, linearized=linearized),
+        lambda: model(flat),
+        repeats,
+        sync,
+    )
+    out = {"lie_cost_in_forwards": cost}
+    few = images[:2]
+    points = attribution_points(linearized.backbone, size)
+    attribution = LayerAttribution(linearized, linearized.backbone, points, "translate_x")
+    _, _, split = paired_seconds(lambda: attribution(few), lambda: model(few), 1, sync)
+    out["lie_layers_cost_in_forwards"] = split
+    out["lie_layers"] = float(len(points))
+    return out
 
 
 MEMORY_CHILD = """

@@ -115,3 +115,12 @@ def test_lie_penalty_is_the_lie_derivative_along_a_random_translation(make_tiny)
     penalty.backward()
     grads = [p.grad for p in classifier.model.parameters() if p.grad is not None]
     assert grads and sum(g.abs().sum() for g in grads) > 0
+    # In training mode: the same test-time value, batch norm statistics untouched (the tangent
+    # through a batch's own statistics is another, much larger quantity).
+    classifier.train()
+    tracked = {n: b.clone() for n, b in classifier.model.named_buffers()}
+    torch.manual_seed(5)
+    _, in_training = classifier.translation_lie(images)
+    assert in_training.item() == pytest.approx(penalty.item(), rel=1e-5)
+    assert classifier.model.training
+    assert all(torch.equal(b, tracked[n]) for n, b in classifier.model.named_buffers())
