@@ -80,9 +80,16 @@ class InvarianceClassifier(pl.LightningModule):
         lie_penalty: weight of a Lie derivative penalty added to the training loss: per image,
             ||d softmax / dt||^2 along a random direction of sub-pixel translation (t in px; a
             uniform angle, so its mean is half the sum of ``lie_softmax_translate_x`` and
-            ``_y`` of ``lightning_inv.protocols.lie``), computed by one more, forward-mode pass
-            on the model in eval mode (``translation_lie``): ~3x the forward
-            cost. 0: off.
+            ``_y`` of ``lightning_inv.protocols.lie``), from the same forward pass as the
+            loss, run with dual tensors (``translation_lie``; ~2.5x the forward cost). It
+            implies ``running_norm_statistics``. 0: off.
+        running_norm_statistics: batch norms normalise with their running statistics in training
+            too, and do not update them (the pretrained model's; test-time behaviour while
+            fine-tuning). With ``lie_penalty`` the loss and the penalty are then of the function
+            the model computes at test time: in training mode the tangent passes through each
+            batch's own statistics, whose near-zero variances on black digit backgrounds made it
+            ~4,000x the test-time value, and a penalty on the test-time function beside a loss on
+            the training-mode one drove the test-time predictions to chance.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class InvarianceClassifier(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         lie_penalty: float = 0.0,
+        running_norm_statistics: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -211,12 +219,13 @@ class InvarianceClassifier(pl.LightningModule):
         self._check_labels(batch["label"])
         size = len(batch["label"])
         weight = float(self.hparams.get("lie_penalty") or 0.0)
-        logits = self(batch["image"])
-        loss = F.cross_entropy(logits, batch["label"])
         if weight > 0:
-            _, lie = self.translation_lie(batch["image"])
-            loss = loss + weight * lie
+            logits, lie = self.translation_lie(batch["image"])
+            loss = F.cross_entropy(logits, batch["label"]) + weight * lie
             self.log("train/lie_softmax_translate", lie, batch_size=size)
+        else:
+            logits = self(batch["image"])
+            loss = F.cross_entropy(logits, batch["label"])
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step "
@@ -227,26 +236,31 @@ class InvarianceClassifier(pl.LightningModule):
         self.log("train/acc", acc, prog_bar=True, batch_size=size)
         return loss
 
+    @property
+    def uses_running_norm_statistics(self) -> bool:
+        hp = self.hparams
+        return bool(hp.get("running_norm_statistics") or (hp.get("lie_penalty") or 0) > 0)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Batch norms in eval mode for the step when ``uses_running_norm_statistics`` (Lightning
+        puts every module in training mode at each epoch's start)."""
+        if self.uses_running_norm_statistics:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
     def translation_lie(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(logits [B, C], mean over images of ||d softmax / dt||^2) along a random direction of
-        translation per image (``lie_penalty``), differentiable in the weights (one forward pass
-        with dual tensors). Measured on the function the model computes at test time: batch
-        norms use their running statistics (and are not updated) and dropout is off. In
-        training mode the tangent would pass through the batch's statistics, whose near-zero
-        variances on black digit backgrounds made it ~4,000 times the test-time value."""
+        translation per image (``lie_penalty``), both from one forward pass with dual tensors,
+        differentiable in the weights (modules in their current modes)."""
         angle = torch.rand(len(images), 1, 1, 1, device=images.device) * (2 * math.pi)
         move = torch.cos(angle) * tangent(images, "translate_x") + torch.sin(angle) * tangent(
             images, "translate_y"
         )
-        # Dual tensors, not torch.func.jvp: training batch norms update their running
-        # statistics in place, which function transforms refuse.
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with fwAD.dual_level():
-                logits, derivative = fwAD.unpack_dual(self(fwAD.make_dual(images, move)))
-        finally:
-            self.model.train(was_training)
+        # Dual tensors, not torch.func.jvp: function transforms refuse modules that update
+        # buffers in place (training-mode batch norms).
+        with fwAD.dual_level():
+            logits, derivative = fwAD.unpack_dual(self(fwAD.make_dual(images, move)))
         p = logits.float().softmax(-1)
         d = derivative.float()
         moved = p * (d - (p * d).sum(-1, keepdim=True))
