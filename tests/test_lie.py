@@ -378,3 +378,52 @@ def test_spearman_with_ties_matches_scipy():
     result = rank_correlation(lie, lie**3, resamples=50)
     assert result["spearman"] == pytest.approx(1.0)
     assert result["ci95"] == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
+@pytest.mark.slow
+def test_lie2023_runs_end_to_end_and_resumes_from_its_saved_model(repo_root, tmp_path):
+    """``evaluate.py --experiment lie2023`` as a user runs it (two tiny models, 6 digits, with
+    figures): results.json holds the Lie measures with intervals, the per-layer split with
+    depths and kinds, the rank correlations and the paired difference; the figure beside Fig.
+    10 is drawn; a --resume of the run stopped before its outputs reads the saved per-layer
+    values back, writes the same numbers and draws the figure again. Catches: per-layer values lost on resume, the figure silently
+    skipped, a correlation over mismatched images."""
+    import json
+    import subprocess
+    import sys
+
+    from tiny_runs import TINY_DIGITS
+
+    out = tmp_path / "run"
+    flags = [a for a in TINY_DIGITS if a != "--no-figures"]
+    models = flags.index("--models")
+    flags[models + 1 : models + 2] = ["resnet10t", "resnet10t:blurpool"]
+    command = [sys.executable, str(repo_root / "evaluate.py"), *flags]
+    args = ["--experiment", "lie2023", "--num-images", "6", "--output", str(out)]
+    done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank correlation over images" in done.stdout
+    results = json.loads((out / "results.json").read_text())
+    row = results["models"]["resnet10t"]["lie2023_lie"]
+    assert row["num_images"] == 6 and len(row["lie_softmax_rotate_ci95"]) == 2
+    assert row["lie_layers_kind"]["conv1.0"] == "strided convolution"
+    assert row["lie_layers"][UNATTRIBUTED] < 1e-6 * row["lie_softmax_translate_x"]
+    correlation = results["lie2023_correlation"]["resnet10t"]
+    assert all(c["num_images"] == 6 for c in correlation.values())
+    pair = results["comparisons"]["resnet10t - resnet10t:blurpool"]["lie2023_lie"]
+    assert "lie_softmax_scale" in pair
+    assert (out / "figures/lie_layers.png").stat().st_size > 10_000
+    # As if the run had stopped after measuring both models, before its outputs.
+    results["complete"] = False
+    (out / "results.json").write_text(json.dumps(results))
+    (out / "figures/lie_layers.png").unlink()
+    resumed = subprocess.run(
+        [sys.executable, str(repo_root / "evaluate.py"), "--resume", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = json.loads((out / "results.json").read_text())
+    assert again["complete"] and again["models"] == results["models"]
+    assert (out / "figures/lie_layers.png").is_file()
