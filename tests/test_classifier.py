@@ -94,8 +94,10 @@ def test_from_checkpoint_rejects_plain_state_dicts(tmp_path):
 def test_lie_penalty_is_the_lie_derivative_along_a_random_translation(make_tiny):
     """``translation_lie`` (the training penalty) equals, per image, ||d softmax / dt||^2 along
     cos(a) X_x + sin(a) X_y with the angles it draws, computed from the measuring core's
-    derivatives; its gradient reaches the backbone. Catches: a penalty on the logits instead of
-    the softmax, one axis only, a penalty detached from the weights (no gradient)."""
+    derivatives; its gradient reaches the backbone; in training it is of the trained function
+    (batch statistics as constants). Catches: a penalty on the logits instead of the softmax,
+    one axis only, a penalty detached from the weights, a penalty on the test-time function
+    beside a loss on the training one (which collapsed test accuracy on digits)."""
     import math
 
     from lightning_inv.measuring.lie import Linearized, logit_derivatives, softmax_derivative
@@ -115,11 +117,18 @@ def test_lie_penalty_is_the_lie_derivative_along_a_random_translation(make_tiny)
     penalty.backward()
     grads = [p.grad for p in classifier.model.parameters() if p.grad is not None]
     assert grads and sum(g.abs().sum() for g in grads) > 0
-    # In training mode: the test-time value, batch norm statistics untouched.
+    # In training: the function being trained, its batch statistics held constant: the dual
+    # pass gives the training logits, and nothing is updated by it.
+    from lightning_inv.models.classifier import recorded_batch_statistics
+
     classifier.train()
+    with recorded_batch_statistics(classifier.model) as statistics:
+        trained = classifier(images)
     kept = {n: b.clone() for n, b in classifier.model.named_buffers()}
     torch.manual_seed(5)
-    _, in_training = classifier.translation_lie(images)
-    assert in_training.item() == pytest.approx(penalty.item(), rel=1e-5)
-    assert classifier.model.training
+    primal, in_training = classifier.translation_lie(images, statistics)
+    assert torch.allclose(primal, trained, atol=1e-4)
+    assert not torch.allclose(primal, logits, atol=1e-2)  # not the test-time function
+    assert in_training.item() > 0
+    assert classifier.model.training and classifier.model.bn1.training
     assert all(torch.equal(b, kept[n]) for n, b in classifier.model.named_buffers())
