@@ -123,6 +123,9 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
 
 @pytest.mark.slow
 def test_resumed_run_ends_like_an_uninterrupted_one(repo_root, tmp_path):
+    """Catches a resumed run whose random draws (lie_penalty's directions in the smoke config,
+    dropout elsewhere) differ from the uninterrupted run's: global states not restored, or a
+    data loader that draws from the global generator when Lightning creates its iterator."""
     # The cosine schedule spans 2 epochs in both, so stopping after 1 epoch is an interruption.
     config = [
         "--config",
@@ -324,6 +327,20 @@ def test_random_states_survive_a_weights_only_checkpoint_round_trip(tmp_path):
     restored.on_train_start(None, None)  # type: ignore[arg-type]
     assert torch.equal(torch.rand(3), expected[0])
     assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
+
+
+def test_training_loaders_leave_the_global_random_state_alone():
+    """A new iterator of a training data module's loader must not draw from torch's global
+    generator (a DataLoader without its own ``generator`` does, for its workers' base seed):
+    Lightning creates one before a resumed run restores that state and one after each later
+    epoch starts, so the draws after a resume would differ from the uninterrupted run's."""
+    module = DigitsDataModule(canvas=32, digit_size=16, batch_size=8, max_train_images=16)
+    module.prepare_data()
+    module.setup("fit")
+    before = torch.get_rng_state()
+    for loader in (module.train_dataloader(), module.val_dataloader()):
+        iter(loader), iter(loader)
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_cifar10_without_its_files_says_where_and_what_to_do(tmp_path):

@@ -99,6 +99,11 @@ class ClassificationDataModule(pl.LightningDataModule):
                 shuffle=True,
                 seed=self.seed,
             )
+        # Each new iterator draws its workers' base seed from ``generator``, not from torch's
+        # global one: Lightning creates the first trained epoch's iterator before a resumed run
+        # restores the global state (RandomStateCheckpoint) and later ones after each epoch
+        # starts, so a draw from the global state would shift dropout and lie_penalty's
+        # directions after a resume.
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -107,6 +112,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_skipping,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
