@@ -19,8 +19,8 @@ fig9, zhang2019, aps2021, imagenet_p) at the model's canvas, plus the three hist
   the inpainted background instead of the mean colour, divided by the forward of those views.
 
 The Lie derivative protocol (``lie``, four transformations) is a cost, not a throughput:
-``lie_cost_in_forwards`` is the time of the engine (one forward-mode pass per transformation on the
-frozen-batch-norm copy) divided by the bare forward of as many views (one per transformation and
+``lie_cost_in_forwards`` is the time of the engine (forward mode on the frozen-batch-norm copy,
+vectorised over the transformations) divided by the bare forward of as many views (one per transformation and
 image): 1.0 = as cheap as pushing each tangent through the model as a view.
 ``lie_layers_cost_in_forwards``: the per-layer split along one transformation, in forward passes
 of the same images (one forward-mode pass per layer, so about the number of layers times the

