@@ -31,7 +31,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from callbacks import RandomStateCheckpoint
+from callbacks import RandomStateCheckpoint, ReportPage
 from lightning_inv.allocator import keep_freed_memory
 from lightning_inv.cli.checks import check_output
 from lightning_inv.cli.help import HelpFormatter
@@ -51,6 +51,7 @@ RUN_ARTIFACTS = (
     "invariance_history.json",
     "invariance_test.json",
     "figures",
+    "report.html",
     "wandb",
 )
 
@@ -88,7 +89,7 @@ TRAINER_DEFAULTS = {
     "default_root_dir": "runs/train",
     "logger": {"class_path": "lightning_inv.reporting.loggers.AutoWandbLogger"},
     # Always on (not replaced by a config's callback list): exact resumption needs the RNGs.
-    "callbacks": [RandomStateCheckpoint(), CheckpointOnStop()],
+    "callbacks": [RandomStateCheckpoint(), CheckpointOnStop(), ReportPage()],
 }
 DEFAULT_CALLBACKS = [  # used when a config names no callbacks
     {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},

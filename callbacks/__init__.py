@@ -1,8 +1,15 @@
 """Lightning callbacks for training runs: per-epoch invariance evaluation, its figures, and RNG
-states in checkpoints (for exact resumption)."""
+states in checkpoints (for exact resumption), the run folder's report page."""
 
 from callbacks.invariance import InvarianceEvaluation, InvarianceSet
 from callbacks.invariance_figures import InvarianceFigures
 from callbacks.random_state import RandomStateCheckpoint
+from callbacks.report_page import ReportPage
 
-__all__ = ["InvarianceEvaluation", "InvarianceFigures", "InvarianceSet", "RandomStateCheckpoint"]
+__all__ = [
+    "InvarianceEvaluation",
+    "InvarianceFigures",
+    "InvarianceSet",
+    "RandomStateCheckpoint",
+    "ReportPage",
+]

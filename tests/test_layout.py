@@ -17,7 +17,7 @@ LAYERS = (
     ("lightning_inv.measuring",),
     ("lightning_inv.reporting",),
     ("lightning_inv.studies", "callbacks"),
-    ("lightning_inv.cli",),
+    ("lightning_inv.cli", "lightning_inv.report"),
     ("evaluate", "train"),
 )
 MAX_MODULE_LINES = 500

@@ -65,6 +65,10 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
         assert 0 <= history[-1][key] <= 1, key
     # The Lie derivative at the training placement, trained with its penalty (lie_penalty).
     assert history[-1]["lie_black_s0.5/lie_softmax_translate_x"] > 0
+    # The run folder's page, named in the last lines: a curve per measure over the epochs.
+    assert "report.html" in done.stdout.strip().splitlines()[-1]
+    page = (run / "report.html").read_text()
+    assert "lie_softmax_translate_x (lie_black_s0.5)" in page and "Epoch 1" in page
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B offline run to sync later
     # Figures went to the W&B run (two per epoch), not left as files.
     media = sorted(
@@ -87,6 +91,7 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
     tested = json.loads((run / "invariance_test.json").read_text())
     assert tested["stage"] == "test" and 0 <= tested["translate_black/p_top1_change"] <= 1
     assert _history(run) == history
+    assert "Test (train.py test)" in (run / "report.html").read_text()
     # evaluate.py re-creates the model from the checkpoint's hyperparameters.
     done = _run(
         repo_root,

@@ -18,6 +18,7 @@ from lightning_inv.reporting.loggers import (
     log_evaluation_to_wandb,
     per_image_summary,
 )
+from lightning_inv.reporting.report import evaluation_report
 from lightning_inv.reporting.tables import (
     Namer,
     print_comparisons,
@@ -65,9 +66,14 @@ def write_outputs(
             figures = write_figures(runs, output / "figures", class_namer, presets)
         except Exception as err:  # the numbers are written; the figures are not
             return f"the figures could not be drawn ({type(err).__name__}: {err})"
+    try:
+        report = evaluation_report(output, results, runs, namers, figures)
+    except Exception as err:  # the numbers and figures are written; the page is not
+        return f"report.html could not be written ({type(err).__name__}: {err})"
     print(f"\nresults: {output / 'results.json'}\nper-image: {output / 'per_image.csv'}")
     if figures:
         print(f"figures: {output / 'figures'} ({len(figures)} PNG)")
+    print(f"report: {report} (open it in a browser)")
     rows = [r for spec, res in per_image.items() for r in per_image_summary(spec, res, namer)]
     if logger_kind == "wandb":  # a group, one run per model
         log_evaluation_to_wandb(

@@ -1,0 +1,275 @@
+"""The report pages: an evaluation's report.html opened in a real browser (headless Chromium),
+the flip gallery's choice, the comparisons' highlighting, a training run's page and the
+leaderboard across runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightning_inv.measuring.core import ProtocolResult
+from lightning_inv.protocols import Translate
+from lightning_inv.reporting.leaderboard import LeaderboardError, entries, ranked
+from lightning_inv.reporting.report import comparison_rows, flips
+from lightning_inv.reporting.training_report import training_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# CI sets this: there the browser test must run, not skip (.ci/run installs Chromium).
+REQUIRED = os.environ.get("LIGHTNING_INV_REQUIRE_BROWSER") == "1"
+ARTIFACTS = Path(os.environ.get("LIGHTNING_INV_TEST_ARTIFACTS", "test-artifacts"))
+
+
+def _evaluate(repo_root: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(repo_root / "evaluate.py"),
+            "--models",
+            "tf_efficientnet_lite0",
+            "tf_efficientnet_lite0:blurpool",
+            "--image-size",
+            "96",
+            "--num-images",
+            "4",
+            "--protocols",
+            "translate_black",
+            "--max-shift",
+            "8",
+            "--no-nonshiftability",
+            "--resamples",
+            "50",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "1",
+            "--logger",
+            "none",
+            "--figures",
+            "--output",
+            str(out),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_report_page_shows_the_numbers_images_and_sorts_in_a_browser(repo_root, tmp_path):
+    """Catches a page that needs the network or files beside it (an image that does not load
+    from the page alone), a table cell that is not results.json's number, a gallery whose
+    count is not the images whose top-1 flips between neighbouring views, and sorting that
+    does not reorder the rows."""
+    if CHROMIUM is None:
+        if REQUIRED:
+            pytest.fail("LIGHTNING_INV_REQUIRE_BROWSER=1 but no chromium: apt-get install chromium")
+        pytest.skip("needs Chromium (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "run"
+    done = _evaluate(repo_root, out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    page_path = out / "report.html"
+    assert f"report: {page_path}" in done.stdout.strip().splitlines()[-1]
+    results = json.loads((out / "results.json").read_text())
+    with (out / "per_image.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    flipping = {}
+    for model in results["models"]:
+        by_image: dict[str, list[str]] = {}
+        for row in rows:
+            if row["model"] == model:
+                by_image.setdefault(row["image"], []).append(row["top1"])
+        flipping[model] = sum(any(map(str.__ne__, t[:-1], t[1:])) for t in by_image.values())
+    assert sum(flipping.values()) > 0  # the gallery has something to show
+
+    # The page alone, in another folder: nothing it shows may come from beside it.
+    alone = tmp_path / "alone" / "report.html"
+    alone.parent.mkdir()
+    shutil.copy(page_path, alone)
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(alone.as_uri())
+        page.wait_for_load_state("load")
+        broken = page.evaluate(
+            "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length"
+        )
+        count = page.evaluate("document.images.length")
+        assert count >= 3 + 2 * sum(min(f, 6) for f in flipping.values()) and broken == 0
+        assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+        # The measures table: one row per protocol and measure, a column per model.
+        table = page.locator("section", has=page.locator("h2", has_text="Measures")).locator(
+            "table"
+        )
+        cells = table.evaluate(
+            "t => Array.from(t.tBodies[0].rows).map(r => Array.from(r.cells).map(c => c.textContent))"
+        )
+        headers = table.evaluate("t => Array.from(t.tHead.rows[0].cells).map(c => c.textContent)")
+        for model, protocols in results["models"].items():
+            column = headers.index(model)
+            row = next(r for r in cells if r[1] == "p_top1_change")
+            value = protocols["translate_black"]["p_top1_change"]
+            low, high = protocols["translate_black"]["p_top1_change_ci95"]
+            assert row[column] == f"{value:.3f} [{low:.3f}, {high:.3f}]"
+        for model, count_flips in flipping.items():
+            if count_flips:
+                assert (
+                    page.get_by_text(f"translate_black, {model}: {count_flips} of 4 images").count()
+                    == 1
+                )
+        # Sorting: the per-image table, by the first model's count of top-1 changes.
+        per_image = page.locator(
+            "section", has=page.locator("h2", has_text="P(true class)")
+        ).locator("table")
+        heading = per_image.locator("th", has_text="top-1 changes").first
+        heading.click()
+        assert heading.get_attribute("aria-sort") == "descending"
+        column = per_image.evaluate(
+            "t => Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[2].textContent))"
+        )
+        assert column == sorted(column, reverse=True)
+        heading.click()
+        assert heading.get_attribute("aria-sort") == "ascending"
+        column = per_image.evaluate(
+            "t => Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[2].textContent))"
+        )
+        assert column == sorted(column)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
+
+
+def _result(top1: list[list[int]], p_true: list[list[float]]) -> ProtocolResult:
+    n = len(top1)
+    return ProtocolResult(
+        protocol=Translate(canvas=32, max_shift=2),
+        indices=np.arange(n),
+        labels=np.zeros(n, dtype=np.int64),
+        values={},
+        p_true=np.array(p_true, dtype=np.float32),
+        top1=np.array(top1, dtype=np.int32),
+    )
+
+
+def test_flips_pick_the_neighbouring_pair_with_the_largest_drop():
+    """Catches the first flip instead of the largest, a pair of views that are not neighbours
+    (views 0 and 4 differ in image 2 but never flip between neighbours) and images whose top-1
+    never changes."""
+    result = _result(
+        [[0, 1, 1, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [3, 3, 4, 4, 4]],
+        [
+            [0.6, 0.5, 0.4, 0.1, 0.9],  # flips at 0-1 (drop 0.1) and 2-3 (0.3): view 2
+            [0.9, 0.1, 0.9, 0.1, 0.9],  # no flip, however much P(true) moves
+            [0.9, 0.8, 0.7, 0.6, 0.5],
+            [0.2, 0.2, 0.25, 0.2, 0.2],  # flips at 1-2, change 0.05
+        ],
+    )
+    assert flips(result) == [(0, 2, pytest.approx(0.3)), (3, 1, pytest.approx(0.05))]
+
+
+def test_a_comparison_is_highlighted_only_when_its_interval_excludes_zero():
+    """Catches ``>=``/``<=`` (an interval ending at 0 does not exclude it) and a sign error."""
+    rows = comparison_rows(
+        {
+            "a - b": {
+                "translate": {
+                    "p_top1_change": {"difference": 0.1, "ci95": [0.02, 0.2]},
+                    "mac": {"difference": 0.05, "ci95": [0.0, 0.1]},
+                    "mad": {"difference": -0.2, "ci95": [-0.3, -0.01]},
+                }
+            }
+        }
+    )
+    marked = {r[2].content: "notable" in r[3].css for r in rows}
+    assert marked == {"p_top1_change": True, "mac": False, "mad": True}
+
+
+def _evaluation_folder(folder: Path, values: dict[str, float], complete: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    models = {
+        name: {
+            "translate": {
+                "p_top1_change": v,
+                "p_top1_change_ci95": [v - 0.01, v + 0.01],
+                "accuracy": 1 - v,
+                "num_images": 20,
+            }
+        }
+        for name, v in values.items()
+    }
+    results = {"complete": complete, "config": {"data": "imagenet_val"}, "models": models}
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_leaderboard_ranks_across_runs_in_the_measure_s_direction(tmp_path, repo_root):
+    """Catches ranking change counts highest first (less is more invariant), accuracy lowest
+    first, a run's models dropped, and an interrupted run ranked as if complete."""
+    one = _evaluation_folder(tmp_path / "one", {"a": 0.05, "b": 0.02})
+    two = _evaluation_folder(tmp_path / "two", {"c": 0.03})
+    found = entries([one, two], "translate/p_top1_change")
+    assert [e.model for e in ranked(found, ascending=True)] == ["b", "c", "a"]
+    found = entries([one, two], "translate/accuracy")
+    assert [e.model for e in ranked(found, ascending=False)] == ["b", "c", "a"]
+    stopped = _evaluation_folder(tmp_path / "stopped", {"d": 0.0}, complete=False)
+    with pytest.raises(LeaderboardError, match="--resume"):
+        entries([stopped], "translate/p_top1_change")
+    with pytest.raises(LeaderboardError, match="translate/p_top1_change"):
+        entries([one], "translate/nope")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_inv.report",
+            str(tmp_path / "[ot]*"),
+            "--output",
+            str(tmp_path / "board"),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "board" / "leaderboard.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [(r["rank"], r["model"]) for r in table] == [("1", "b"), ("2", "c"), ("3", "a")]
+    assert float(table[0]["ci95_low"]) == pytest.approx(0.01)
+    assert "translate/p_top1_change" in (tmp_path / "board" / "leaderboard.html").read_text()
+
+
+def test_training_page_has_a_curve_per_measure_and_the_newest_figures(tmp_path):
+    """Catches a page drawn from the first epoch's figure instead of the newest and a measure
+    without its curve."""
+    history = [
+        {
+            "stage": "fit",
+            "epoch": e,
+            "step": 10 * e,
+            "a_set/accuracy": 0.5 + 0.1 * e,
+            "a_set/mac": 0.2,
+        }
+        for e in range(3)
+    ]
+    (tmp_path / "invariance_history.json").write_text(json.dumps({"history": history}))
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    for epoch, size in ((0, 2), (2, 3)):
+        from PIL import Image
+
+        Image.new("RGB", (size, size)).save(figures / f"heatmap_epoch{epoch:03d}.png")
+    page = training_report(tmp_path).read_text()
+    assert "accuracy (a_set)" in page and "mac (a_set)" in page and "Epoch 2" in page
+    assert page.count("<img") == 1 and "heatmap_epoch002" in page
