@@ -20,6 +20,7 @@ is logged in; ``wandb sync`` uploads later) and the full config goes to the W&B 
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -112,7 +113,15 @@ class InvarianceCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Derive every path from the run folder, and refuse to mix two runs in one folder."""
         config = self.config[self.subcommand] if self.subcommand else self.config
-        root = Path(config.trainer.default_root_dir)
+        # Environment variables expand (a W&B sweep agent's $WANDB_RUN_ID: a folder per run).
+        folder = os.path.expandvars(str(config.trainer.default_root_dir))
+        if "$" in folder:
+            raise ConfigError(
+                f"--trainer.default_root_dir {folder}: an environment variable in it is not set "
+                "(a W&B sweep agent sets WANDB_RUN_ID; by hand, name the folder)"
+            )
+        config.trainer.default_root_dir = folder
+        root = Path(folder)
         logger = config.trainer.logger
         for entry in logger if isinstance(logger, list) else [logger]:
             init = getattr(entry, "init_args", None)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from wandb_records import records, run_file
 
 from lightning_inv.measuring.core import ProtocolResult
 from lightning_inv.protocols import Translate
@@ -27,39 +28,21 @@ REQUIRED = os.environ.get("LIGHTNING_INV_REQUIRE_BROWSER") == "1"
 ARTIFACTS = Path(os.environ.get("LIGHTNING_INV_TEST_ARTIFACTS", "test-artifacts"))
 
 
-def _evaluate(repo_root: Path, out: Path) -> subprocess.CompletedProcess:
+def _evaluate(
+    repo_root: Path, out: Path, logger: str = "none", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Two offline Lite0 models (plain, BlurPool) at 96 px on 4 photos, a 17-view sweep."""
+    flags = ["--models", "tf_efficientnet_lite0", "tf_efficientnet_lite0:blurpool"]
+    flags += ["--image-size", "96", "--num-images", "4", "--protocols", "translate_black"]
+    flags += ["--max-shift", "8", "--no-nonshiftability", "--resamples", "50"]
+    flags += ["--accelerator", "cpu", "--devices", "1", "--logger", logger, "--figures"]
     return subprocess.run(
-        [
-            sys.executable,
-            str(repo_root / "evaluate.py"),
-            "--models",
-            "tf_efficientnet_lite0",
-            "tf_efficientnet_lite0:blurpool",
-            "--image-size",
-            "96",
-            "--num-images",
-            "4",
-            "--protocols",
-            "translate_black",
-            "--max-shift",
-            "8",
-            "--no-nonshiftability",
-            "--resamples",
-            "50",
-            "--accelerator",
-            "cpu",
-            "--devices",
-            "1",
-            "--logger",
-            "none",
-            "--figures",
-            "--output",
-            str(out),
-        ],
+        [sys.executable, str(repo_root / "evaluate.py"), *flags, "--output", str(out)],
         cwd=repo_root,
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
 
 
@@ -273,3 +256,41 @@ def test_training_page_has_a_curve_per_measure_and_the_newest_figures(tmp_path):
     page = training_report(tmp_path).read_text()
     assert "accuracy (a_set)" in page and "mac (a_set)" in page and "Epoch 2" in page
     assert page.count("<img") == 1 and "heatmap_epoch002" in page
+
+
+@pytest.mark.slow
+def test_wandb_gets_one_comparison_table_across_models_with_the_flips(repo_root, tmp_path):
+    """Catches a table per model instead of one across models (W&B's table tools then cannot
+    join them on the image), rows missing an image or a protocol, flip images on images whose
+    top-1 never flips, and evaluation runs without their job type."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_SERVICE")}
+    out = tmp_path / "run"
+    env = {**env, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done = _evaluate(repo_root, out, "wandb", env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = {}
+    for folder in (out / "wandb").glob("offline-run-*"):
+        logged = records(run_file(folder))
+        (run,) = [r.run for r in logged if r.HasField("run")]
+        runs[run.display_name] = (run, folder)
+    assert set(runs) == {"tf_efficientnet_lite0", "tf_efficientnet_lite0:blurpool", "comparison"}
+    assert {run.job_type for run, _ in runs.values()} == {"evaluate"}
+    assert len({run.run_group for run, _ in runs.values()}) == 1
+    (table_file,) = runs["comparison"][1].glob("files/media/table/comparison_*.table.json")
+    table = json.loads(table_file.read_text())
+    columns, rows = table["columns"], table["data"]
+    assert columns[:3] == ["image", "label", "protocol"] and "flip" in columns
+    assert len(rows) == 4 and {r[2] for r in rows} == {"translate_black"}
+    with (out / "per_image.csv").open() as handle:
+        views = list(csv.DictReader(handle))
+    flipping = set()
+    for model in ("tf_efficientnet_lite0", "tf_efficientnet_lite0:blurpool"):
+        by_image: dict[str, list[str]] = {}
+        for row in views:
+            if row["model"] == model:
+                by_image.setdefault(row["image"], []).append(row["top1"])
+        flipping |= {i for i, t in by_image.items() if any(map(str.__ne__, t[:-1], t[1:]))}
+    flip = columns.index("flip")
+    assert {r[0] for r in rows if r[flip]} == flipping and flipping
+    changes = columns.index("tf_efficientnet_lite0 top1_changes")
+    assert all(isinstance(r[changes], int) for r in rows)

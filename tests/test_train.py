@@ -11,6 +11,7 @@ import sys
 import pytest
 import pytorch_lightning as pl
 import torch
+from wandb_records import records, run_file
 
 from callbacks import InvarianceEvaluation, InvarianceFigures
 from lightning_inv.data.augment import (
@@ -69,7 +70,17 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
     assert "report.html" in done.stdout.strip().splitlines()[-1]
     page = (run / "report.html").read_text()
     assert "lie_softmax_translate_x (lie_black_s0.5)" in page and "Epoch 1" in page
-    assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B offline run to sync later
+    (offline,) = (run / "wandb").glob("offline-run-*")  # W&B offline run to sync later
+    # What W&B will show: a training job, the invariance curves against the epoch with their
+    # minimum, maximum and last value in the summary.
+    logged = records(run_file(offline))
+    assert [r.run.job_type for r in logged if r.HasField("run")] == ["train"]
+    metrics = {
+        r.metric.glob_name or r.metric.name: r.metric for r in logged if r.HasField("metric")
+    }
+    assert metrics["invariance*"].step_metric == "epoch" and "epoch" in metrics
+    summary = metrics["invariance*"].summary
+    assert summary.min and summary.max and summary.last
     # Figures went to the W&B run (two per epoch), not left as files.
     media = sorted(
         p.name.split("_")[0]
@@ -206,6 +217,61 @@ def test_print_config_works_on_every_shipped_config(repo_root, capsys, monkeypat
         assert stop.value.code in (0, None), config.name
         assert "class_path: lightning_inv.data.training." in printed, config.name
         assert "callbacks.InvarianceEvaluation" in printed, config.name
+
+
+def test_the_command_a_sweep_agent_runs_parses_to_the_swept_values(repo_root, capsys, monkeypatch):
+    """The sweep's command, with ``${args}`` made by W&B's own function from each value, parses
+    into the typed augmentation (a range that stayed the string "[0.8, 1.2]", a flag before the
+    subcommand, or a key the data module does not have would fail here)."""
+    import itertools
+
+    import yaml
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    import train
+
+    sweep = yaml.safe_load((repo_root / "configs/sweeps/augmentation.yaml").read_text())
+    names = list(sweep["parameters"])
+    grid = list(itertools.product(*(sweep["parameters"][n]["values"] for n in names)))
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    monkeypatch.chdir(repo_root)
+    for values in (grid[0], grid[-1], grid[len(grid) // 2]):
+        args = create_sweep_command_args(
+            {"args": {n: {"value": v} for n, v in zip(names, values, strict=True)}}
+        )
+        command = []
+        for part in sweep["command"]:
+            if part == "${args}":
+                command += args["args"]
+            elif part not in ("${env}", "${interpreter}", "${program}"):
+                command.append(part)
+        with pytest.raises(SystemExit) as stop:
+            train.main([*command, "--print_config"])
+        assert stop.value.code in (0, None)
+        printed = yaml.safe_load(capsys.readouterr().out)
+        augmentation = printed["data"]["init_args"]["augmentation"]
+        assert augmentation["translate"] == values[0]
+        assert augmentation["scale"] == list(values[1])
+        assert printed["trainer"]["default_root_dir"].endswith("/$WANDB_RUN_ID")
+
+
+def test_an_unset_variable_in_the_run_folder_is_a_clear_error(
+    repo_root, tmp_path, capsys, monkeypatch
+):
+    import train
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    code = train.main(
+        [
+            "fit",
+            "--config",
+            str(repo_root / SMOKE),
+            f"--trainer.default_root_dir={tmp_path}/$WANDB_RUN_ID",
+        ]
+    )
+    assert code == 2 and "WANDB_RUN_ID" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_typo_in_the_config_names_the_key(repo_root, tmp_path, capsys, monkeypatch):

@@ -42,8 +42,14 @@ def wandb_offline() -> bool:
     return not wandb_logged_in()
 
 
+EPOCH_METRICS = "invariance"  # the callback's prefix: per-epoch curves against the epoch
+
+
 class AutoWandbLogger(WandbLogger):
-    """Lightning's ``WandbLogger`` with ``offline=None`` meaning: offline when not logged in.
+    """Lightning's ``WandbLogger`` with ``offline=None`` meaning: offline when not logged in,
+    a ``job_type`` on every run (``train`` unless told: ``evaluate``, ``study``) and the
+    per-epoch invariance measures (``invariance*/...``) stepped on ``epoch`` with their
+    minimum, maximum and last value in the run's summary.
 
     Usable from LightningCLI configs (``trainer.logger.class_path:
     lightning_inv.reporting.loggers.AutoWandbLogger``).
@@ -55,6 +61,7 @@ class AutoWandbLogger(WandbLogger):
         offline: bool | None = None,
         project: str = "lightning-inv",
         save_dir: str | None = None,
+        job_type: str = "train",
         **kwargs: Any,
     ) -> None:
         """``save_dir=None``: ``train.py`` puts the run in its run folder (elsewhere: ".")."""
@@ -62,7 +69,24 @@ class AutoWandbLogger(WandbLogger):
             offline = wandb_offline()
         # Absolute: a shared wandb-core service resolves relative paths from its own folder.
         save_dir = str(Path(save_dir or ".").expanduser().resolve())
-        super().__init__(*args, offline=offline, project=project, save_dir=save_dir, **kwargs)
+        super().__init__(
+            *args,
+            offline=offline,
+            project=project,
+            save_dir=save_dir,
+            job_type=job_type,
+            **kwargs,
+        )
+        self._epoch_metrics_defined = False
+
+    @property
+    def experiment(self) -> Any:
+        run = super().experiment
+        if not self._epoch_metrics_defined and callable(getattr(run, "define_metric", None)):
+            run.define_metric("epoch")
+            run.define_metric(f"{EPOCH_METRICS}*", step_metric="epoch", summary="min,max,last")
+            self._epoch_metrics_defined = True
+        return run
 
 
 def finish_wandb() -> None:
@@ -85,15 +109,17 @@ def close_logger(logger: Logger) -> None:
         finish_wandb()
 
 
-def create_logger(kind: str, save_dir: Path, name: str, config: Mapping[str, Any]) -> Logger | None:
+def create_logger(
+    kind: str, save_dir: Path, name: str, config: Mapping[str, Any], job_type: str = "evaluate"
+) -> Logger | None:
     """``csv`` -> ``CSVLogger`` writing ``save_dir/csv/metrics.csv``; ``wandb`` -> ``AutoWandbLogger``
-    with the run's config; ``none`` -> None."""
+    with the run's config and ``job_type``; ``none`` -> None."""
     if kind == "none":
         return None
     if kind == "csv":
         return CSVLogger(save_dir=str(save_dir), name="", version="csv")
     if kind == "wandb":
-        logger = AutoWandbLogger(save_dir=str(save_dir), name=name)
+        logger = AutoWandbLogger(save_dir=str(save_dir), name=name, job_type=job_type)
         logger.log_hyperparams(dict(config))
         return logger
     raise ValueError(f"unknown logger {kind!r}; choose one of {', '.join(LOGGER_CHOICES)}")
@@ -132,7 +158,11 @@ def log_evaluation_to_wandb(
     for model, rows in results.items():
         try:
             logger = AutoWandbLogger(
-                save_dir=str(save_dir), name=model, group=group, config=dict(configs.get(model, {}))
+                save_dir=str(save_dir),
+                name=model,
+                group=group,
+                job_type="evaluate",
+                config=dict(configs.get(model, {})),
             )
             summary = model_summary(rows)
             logger.log_metrics(summary)
@@ -144,6 +174,35 @@ def log_evaluation_to_wandb(
             close_logger(logger)
         except Exception as err:  # a logging backend must never cost the results (on disk)
             warnings.warn(f"logging {model} to W&B failed: {err}", stacklevel=2)
+
+
+def log_comparison_to_wandb(
+    save_dir: Path, group: str, columns: list[str], rows: list[list[Any]]
+) -> None:
+    """The evaluation's comparison table (``comparison_table.comparison_rows``) as one more run
+    of the group, ``comparison``: a ``wandb.Table`` whose ``flip`` cells are images. A failure is
+    a warning (the files are already written)."""
+    if not rows:
+        return
+    try:
+        import wandb
+
+        logger = AutoWandbLogger(
+            save_dir=str(save_dir), name="comparison", group=group, job_type="evaluate"
+        )
+        flip = columns.index("flip")
+        data = [
+            [
+                *row[:flip],
+                None if row[flip] is None else wandb.Image(row[flip], caption=row[flip + 1]),
+                *row[flip + 1 :],
+            ]
+            for row in rows
+        ]
+        logger.log_table("comparison", columns=columns, data=data)
+        close_logger(logger)
+    except Exception as err:  # a logging backend must never cost the results (on disk)
+        warnings.warn(f"logging the comparison table to W&B failed: {err}", stacklevel=2)
 
 
 def flat_results(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

@@ -11,9 +11,11 @@ from typing import Any
 from lightning_inv.files import write_csv
 from lightning_inv.measuring.core import ProtocolResult
 from lightning_inv.protocols.presets import Preset
+from lightning_inv.reporting.comparison_table import comparison_rows
 from lightning_inv.reporting.figures import ModelRun, write_figures
 from lightning_inv.reporting.loggers import (
     create_logger,
+    log_comparison_to_wandb,
     log_evaluation,
     log_evaluation_to_wandb,
     per_image_summary,
@@ -79,6 +81,7 @@ def write_outputs(
         log_evaluation_to_wandb(
             output, output.name, results["models"], configs or {}, rows, figures
         )
+        log_comparison_to_wandb(output, output.name, *comparison_rows(runs, *namers))
     elif logger_kind == "csv":
         logger = create_logger("csv", output, output.name, {})
         log_evaluation(logger, results["models"], rows, figures)

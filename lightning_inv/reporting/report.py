@@ -114,7 +114,7 @@ def published_section(results: Mapping[str, Any]) -> str:
     return h.table(headers, rows)
 
 
-def _views(run: ModelRun, key: str, index: int) -> torch.Tensor:
+def remade_views(run: ModelRun, key: str, index: int) -> torch.Tensor:
     """The views [T, 3, S, S] of data set item ``index`` under protocol ``key`` (remade)."""
     protocol = run.protocol(key)
     sample = _item(run.dataset, index)
@@ -154,7 +154,7 @@ def gallery(runs: Sequence[ModelRun], namer: Namer, class_namer: Namer) -> str:
             items = []
             for row, view, _ in found[:GALLERY_SIZE]:
                 index, label = int(result.indices[row]), int(result.labels[row])
-                views = _views(run, protocol.key, index)
+                views = remade_views(run, protocol.key, index)
                 captions = []
                 for t in (view, view + 1):
                     top1, p = int(result.top1[row, t]), float(result.p_true[row, t])  # type: ignore[index]

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.logger != "none":
         try:
-            logger = create_logger(args.logger, output, output.name, results["config"])
+            logger = create_logger(args.logger, output, output.name, results["config"], "study")
             if logger is not None:
                 logger.log_metrics({f"bias/{k}": float(v) for k, v in summary.items()})
                 if hasattr(logger, "log_image"):
