@@ -32,7 +32,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from callbacks import RandomStateCheckpoint, ReportPage
+from callbacks import CheckpointArtifact, RandomStateCheckpoint, ReportPage
 from lightning_inv.allocator import keep_freed_memory
 from lightning_inv.cli.checks import check_output
 from lightning_inv.cli.help import HelpFormatter
@@ -90,7 +90,7 @@ TRAINER_DEFAULTS = {
     "default_root_dir": "runs/train",
     "logger": {"class_path": "lightning_inv.reporting.loggers.AutoWandbLogger"},
     # Always on (not replaced by a config's callback list): exact resumption needs the RNGs.
-    "callbacks": [RandomStateCheckpoint(), CheckpointOnStop(), ReportPage()],
+    "callbacks": [RandomStateCheckpoint(), CheckpointOnStop(), CheckpointArtifact(), ReportPage()],
 }
 DEFAULT_CALLBACKS = [  # used when a config names no callbacks
     {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},

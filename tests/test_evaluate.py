@@ -452,3 +452,53 @@ def test_compile_gives_the_same_numbers(tmp_path):
         for d in ("eager", "compiled")
     )
     assert _close(eager, compiled)
+
+
+def test_a_wandb_artifact_is_evaluated_as_the_checkpoint_it_holds(tmp_path, monkeypatch, make_tiny):
+    """``--models wandb:ENTITY/PROJECT/NAME:VERSION``: the artifact's last.ckpt is downloaded
+    (here by a stand-in for W&B's API that copies a checkpoint) and evaluated, and the artifact
+    is recorded for lineage. Catches the best checkpoint taken over last.ckpt, a bad name sent
+    to the network, and a failed download that is not one clear line."""
+    import shutil
+
+    import wandb
+
+    from lightning_inv.models import specs
+
+    model = make_tiny(48)
+    state = {
+        "state_dict": {f"model.{k}": v for k, v in model.model.state_dict().items()},
+        "hyper_parameters": dict(model.hparams),
+    }
+    source = tmp_path / "logged"
+    source.mkdir()
+    torch.save(state, source / "last.ckpt")
+    torch.save({"not": "a checkpoint"}, source / "epoch=0-step=3.ckpt")
+    asked = []
+
+    class Artifact:
+        def download(self, root: str) -> str:
+            shutil.copytree(source, root, dirs_exist_ok=True)
+            return root
+
+    class Api:
+        def artifact(self, name: str, type: str) -> Artifact:
+            asked.append((name, type))
+            if "missing" in name:
+                raise ValueError(f"artifact {name} not found")
+            return Artifact()
+
+    monkeypatch.setattr(wandb, "Api", Api)
+    monkeypatch.setattr(specs, "ARTIFACT_CACHE", tmp_path / "cache")
+    spec = specs.parse_model("wandb:me/lightning-inv/model-abc:v0")
+    assert (
+        spec.artifact == "me/lightning-inv/model-abc:v0"
+        and spec.checkpoint.path.name == "last.ckpt"
+    )
+    assert spec.describe()["artifact"] == "me/lightning-inv/model-abc:v0"
+    assert asked == [("me/lightning-inv/model-abc:v0", "model")]
+    with pytest.raises(specs.BackboneError, match="ENTITY/PROJECT/NAME:VERSION"):
+        specs.parse_model("wandb:model-abc")
+    with pytest.raises(specs.BackboneError, match="wandb login"):
+        specs.parse_model("wandb:me/lightning-inv/missing:v0")
+    assert len(asked) == 2  # the malformed name never reached the API

@@ -125,3 +125,31 @@ def test_an_evaluation_is_a_wandb_group_with_one_run_per_model(clean_env, tmp_pa
     assert b"lite0:blurpool" in second and b"lite0:blurpool" not in first
     assert b"crop/accuracy" in first and b"crop/accuracy_ci95_low" in first
     assert b"crop/accuracy/lite0" not in first
+
+
+def test_an_evaluated_artifact_is_used_by_its_evaluation_run(monkeypatch, tmp_path):
+    """Lineage: the run of a model that came from a W&B artifact uses that artifact (and only
+    that run); catches the artifact name dropped on the way from the model spec."""
+    used: dict[str, list[str]] = {}
+
+    class Run:
+        def __init__(self, name: str) -> None:
+            self.name, self.summary = name, {}
+
+        def use_artifact(self, artifact: str) -> None:
+            used.setdefault(self.name, []).append(artifact)
+
+    class FakeLogger:
+        def __init__(self, name: str, **_: object) -> None:
+            self.experiment = Run(name)
+
+        def log_metrics(self, metrics: dict) -> None: ...
+
+        def log_table(self, *args: object, **kwargs: object) -> None: ...
+
+    monkeypatch.setattr(loggers, "AutoWandbLogger", FakeLogger)
+    monkeypatch.setattr(loggers, "close_logger", lambda logger: None)
+    results = {"trained": {"crop": {"accuracy": 0.5}}, "lite0": {"crop": {"accuracy": 0.25}}}
+    configs = {"trained": {"artifact": "me/p/model-abc:v0"}, "lite0": {"artifact": None}}
+    loggers.log_evaluation_to_wandb(tmp_path, "group", results, configs, [], {})
+    assert used == {"trained": ["me/p/model-abc:v0"]}

@@ -74,13 +74,19 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
     # What W&B will show: a training job, the invariance curves against the epoch with their
     # minimum, maximum and last value in the summary.
     logged = records(run_file(offline))
-    assert [r.run.job_type for r in logged if r.HasField("run")] == ["train"]
+    (wandb_run,) = [r.run for r in logged if r.HasField("run")]
+    assert wandb_run.job_type == "train"
     metrics = {
         r.metric.glob_name or r.metric.name: r.metric for r in logged if r.HasField("metric")
     }
     assert metrics["invariance*"].step_metric == "epoch" and "epoch" in metrics
     summary = metrics["invariance*"].summary
     assert summary.min and summary.max and summary.last
+    # The checkpoints as a model artifact (uploaded by `wandb sync`), for lineage.
+    (artifact,) = [r.artifact for r in logged if r.HasField("artifact")]
+    assert artifact.type == "model" and artifact.name == f"model-{wandb_run.run_id}"
+    assert "last.ckpt" in [e.path for e in artifact.manifest.contents]
+    assert "checkpoint artifact: model-" in done.stdout
     # Figures went to the W&B run (two per epoch), not left as files.
     media = sorted(
         p.name.split("_")[0]

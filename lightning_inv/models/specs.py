@@ -24,6 +24,8 @@ from lightning_inv.models.classifier import InvarianceClassifier
 from lightning_inv.models.surgery import parse_surgery
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+ARTIFACT_PREFIX = "wandb:"
+ARTIFACT_CACHE = Path.home() / ".cache" / "lightning_inv" / "artifacts"
 
 
 def is_checkpoint(spec: str) -> bool:
@@ -41,6 +43,7 @@ class ModelSpec:
     modify: str | None
     num_classes: int
     checkpoint: Checkpoint | None = None
+    artifact: str | None = None  # the W&B artifact the checkpoint came from (lineage)
 
     @property
     def placement(self) -> tuple[int, float] | None:
@@ -89,13 +92,46 @@ class ModelSpec:
             "architecture": self.name,
             "modifier": self.modify,
             "checkpoint": str(self.checkpoint.path) if self.checkpoint is not None else None,
+            "artifact": self.artifact,
         }
 
 
+def download_artifact(name: str, cache: Path = ARTIFACT_CACHE) -> Path:
+    """The checkpoint file of W&B model artifact ``name`` (``ENTITY/PROJECT/NAME:VERSION``, as
+    ``train.py`` logs them): downloaded once into ``cache`` (``last.ckpt`` when the artifact
+    holds several). ``BackboneError`` names what is missing (network, login, the artifact)."""
+    if name.count("/") != 2 or ":" not in name.rpartition("/")[2]:
+        raise BackboneError(
+            f"wandb:{name}: name the artifact as wandb:ENTITY/PROJECT/NAME:VERSION "
+            "(e.g. wandb:me/lightning-inv/model-1a2b3c4d:v0)"
+        )
+    try:
+        import wandb
+
+        artifact = wandb.Api().artifact(name, type="model")
+        folder = Path(
+            artifact.download(root=str(cache / name.replace("/", "__").replace(":", "_")))
+        )
+    except Exception as err:  # network, login, a missing artifact: all one message
+        raise BackboneError(
+            f"wandb:{name} could not be downloaded ({type(err).__name__}: {err}); log in with "
+            "`wandb login` on a machine with network, or pass the checkpoint file instead"
+        ) from err
+    files = sorted(folder.glob("*.ckpt"))
+    chosen = [f for f in files if f.name == "last.ckpt"] or files
+    if not chosen:
+        raise BackboneError(
+            f"wandb:{name} holds no .ckpt file (it has {sorted(p.name for p in folder.iterdir())})"
+        )
+    return chosen[0]
+
+
 def parse_model(spec: str, num_classes: int | None = None) -> ModelSpec:
-    """Check one model spec without building it; ``BackboneError`` says what is wrong."""
-    if is_checkpoint(spec):
-        checkpoint = load_checkpoint(spec)
+    """Check one model spec without building it; ``BackboneError`` says what is wrong.
+    ``wandb:ENTITY/PROJECT/NAME:VERSION`` is a checkpoint artifact of ``train.py``."""
+    artifact = spec.removeprefix(ARTIFACT_PREFIX) if spec.startswith(ARTIFACT_PREFIX) else None
+    if artifact is not None or is_checkpoint(spec):
+        checkpoint = load_checkpoint(download_artifact(artifact) if artifact else spec)
         hparams = checkpoint.hparams
         if not hparams:
             raise BackboneError(
@@ -107,6 +143,7 @@ def parse_model(spec: str, num_classes: int | None = None) -> ModelSpec:
             hparams.get("modify"),
             int(hparams.get("num_classes", 1000)),
             checkpoint,
+            artifact,
         )
     name, _, modify = spec.partition(":")
     if not timm.is_model(name):

@@ -164,6 +164,13 @@ def log_evaluation_to_wandb(
                 job_type="evaluate",
                 config=dict(configs.get(model, {})),
             )
+            if artifact := configs.get(model, {}).get("artifact"):
+                try:  # lineage: W&B links this run to the training run that logged the artifact
+                    logger.experiment.use_artifact(artifact)
+                except Exception as err:  # offline W&B cannot use a remote artifact
+                    warnings.warn(
+                        f"{model}: lineage to {artifact} not recorded: {err}", stacklevel=2
+                    )
             summary = model_summary(rows)
             logger.log_metrics(summary)
             logger.experiment.summary.update(summary)
