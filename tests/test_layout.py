@@ -17,7 +17,7 @@ LAYERS = (
     ("lightning_inv.measuring",),
     ("lightning_inv.reporting",),
     ("lightning_inv.studies", "callbacks"),
-    ("lightning_inv.cli", "lightning_inv.report"),
+    ("lightning_inv.cli", "lightning_inv.report", "lightning_inv.dashboard"),
     ("evaluate", "train"),
 )
 MAX_MODULE_LINES = 500

@@ -294,3 +294,63 @@ def test_wandb_gets_one_comparison_table_across_models_with_the_flips(repo_root,
     assert {r[0] for r in rows if r[flip]} == flipping and flipping
     changes = columns.index("tf_efficientnet_lite0 top1_changes")
     assert all(isinstance(r[changes], int) for r in rows)
+
+
+def _summary_keys(folder: Path) -> set[str]:
+    return {
+        item.key or "/".join(item.nested_key)
+        for r in records(run_file(folder))
+        if r.HasField("summary")
+        for item in r.summary.update
+    }
+
+
+@pytest.mark.slow
+def test_every_dashboard_panel_reads_keys_that_evaluations_log(repo_root, tmp_path):
+    """Catches a panel whose key the runs never log (a renamed protocol, a Table 1 size written
+    0.7000000000000001, a measure that moved): each bar panel's keys are in the summary of an
+    offline evaluation of the default presets; offline, the command writes the definition."""
+    from lightning_inv.reporting.dashboard import build_report, definition
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_SERVICE")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    out = tmp_path / "run"
+    flags = ["--models", "tf_efficientnet_lite0", "--image-size", "96", "--num-images", "2"]
+    flags += ["--experiment", "table1", "fig2", "fig6", "--no-nonshiftability", "--resamples", "20"]
+    flags += ["--accelerator", "cpu", "--devices", "1", "--logger", "wandb", "--no-figures"]
+    done = subprocess.run(
+        [sys.executable, str(repo_root / "evaluate.py"), *flags, "--output", str(out)],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (folder,) = (out / "wandb").glob("offline-run-*")
+    logged = _summary_keys(folder)
+    spec = definition("lightning-inv")
+    bars = [p for s in spec["sections"] for p in s["panels"] if p["kind"] == "bar"]
+    assert bars and all(set(p["keys"]) <= logged for p in bars), [
+        sorted(set(p["keys"]) - logged) for p in bars
+    ]
+    report = build_report(spec)  # the objects only: saving needs W&B's API
+    assert len(report.blocks) == 3 * len(spec["sections"])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_inv.dashboard",
+            "--project",
+            "p",
+            "--output",
+            str(tmp_path / "d.json"),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    written = json.loads((tmp_path / "d.json").read_text())
+    assert done.returncode == 0 and written == json.loads(json.dumps(definition("p")))

@@ -87,6 +87,21 @@ def test_fit_writes_checkpoint_config_and_invariance_metrics(repo_root, tmp_path
     assert artifact.type == "model" and artifact.name == f"model-{wandb_run.run_id}"
     assert "last.ckpt" in [e.path for e in artifact.manifest.contents]
     assert "checkpoint artifact: model-" in done.stdout
+    # Every training panel of the dashboard finds curves in this run.
+    import re
+
+    from lightning_inv.reporting.dashboard import definition
+
+    keys = {
+        u.key or "/".join(u.nested_key)
+        for r in logged
+        if r.HasField("summary")
+        for u in r.summary.update
+    }
+    lines = [
+        p["regex"] for s in definition("p")["sections"] for p in s["panels"] if p["kind"] == "line"
+    ]
+    assert lines and all(any(re.fullmatch(x, k) for k in keys) for x in lines)
     # Figures went to the W&B run (two per epoch), not left as files.
     media = sorted(
         p.name.split("_")[0]
