@@ -502,3 +502,8 @@ def test_a_wandb_artifact_is_evaluated_as_the_checkpoint_it_holds(tmp_path, monk
     with pytest.raises(specs.BackboneError, match="wandb login"):
         specs.parse_model("wandb:me/lightning-inv/missing:v0")
     assert len(asked) == 2  # the malformed name never reached the API
+    # The downloaded file given as a path keeps its lineage; a copy elsewhere has none.
+    again = specs.parse_model(str(spec.checkpoint.path))
+    assert again.artifact == "me/lightning-inv/model-abc:v0"
+    shutil.copy(spec.checkpoint.path, tmp_path / "copy.ckpt")
+    assert specs.parse_model(str(tmp_path / "copy.ckpt")).artifact is None

@@ -96,22 +96,22 @@ class ModelSpec:
         }
 
 
-def download_artifact(name: str, cache: Path = ARTIFACT_CACHE) -> Path:
+def download_artifact(name: str, cache: Path | None = None) -> Path:
     """The checkpoint file of W&B model artifact ``name`` (``ENTITY/PROJECT/NAME:VERSION``, as
-    ``train.py`` logs them): downloaded once into ``cache`` (``last.ckpt`` when the artifact
-    holds several). ``BackboneError`` names what is missing (network, login, the artifact)."""
+    ``train.py`` logs them): downloaded once into ``cache/ENTITY/PROJECT/NAME/VERSION`` (default
+    ``ARTIFACT_CACHE``; ``last.ckpt`` when the artifact holds several). ``BackboneError`` names
+    what is missing (network, login, the artifact)."""
     if name.count("/") != 2 or ":" not in name.rpartition("/")[2]:
         raise BackboneError(
             f"wandb:{name}: name the artifact as wandb:ENTITY/PROJECT/NAME:VERSION "
             "(e.g. wandb:me/lightning-inv/model-1a2b3c4d:v0)"
         )
+    entity, project, rest = name.split("/")
+    target = (cache or ARTIFACT_CACHE) / entity / project / Path(*rest.rsplit(":", 1))
     try:
         import wandb
 
-        artifact = wandb.Api().artifact(name, type="model")
-        folder = Path(
-            artifact.download(root=str(cache / name.replace("/", "__").replace(":", "_")))
-        )
+        folder = Path(wandb.Api().artifact(name, type="model").download(root=str(target)))
     except Exception as err:  # network, login, a missing artifact: all one message
         raise BackboneError(
             f"wandb:{name} could not be downloaded ({type(err).__name__}: {err}); log in with "
@@ -126,12 +126,27 @@ def download_artifact(name: str, cache: Path = ARTIFACT_CACHE) -> Path:
     return chosen[0]
 
 
+def cached_artifact(path: Path, cache: Path | None = None) -> str | None:
+    """The artifact name (``ENTITY/PROJECT/NAME:VERSION``) of a checkpoint that
+    ``download_artifact`` put in ``cache``, else None: such a file given as a path keeps its
+    lineage."""
+    try:
+        parts = path.resolve().relative_to((cache or ARTIFACT_CACHE).resolve()).parts
+    except ValueError:
+        return None
+    if len(parts) != 5:  # entity / project / name / version / file
+        return None
+    entity, project, name, version, _ = parts
+    return f"{entity}/{project}/{name}:{version}"
+
+
 def parse_model(spec: str, num_classes: int | None = None) -> ModelSpec:
     """Check one model spec without building it; ``BackboneError`` says what is wrong.
     ``wandb:ENTITY/PROJECT/NAME:VERSION`` is a checkpoint artifact of ``train.py``."""
     artifact = spec.removeprefix(ARTIFACT_PREFIX) if spec.startswith(ARTIFACT_PREFIX) else None
     if artifact is not None or is_checkpoint(spec):
         checkpoint = load_checkpoint(download_artifact(artifact) if artifact else spec)
+        artifact = artifact or cached_artifact(Path(spec))
         hparams = checkpoint.hparams
         if not hparams:
             raise BackboneError(
