@@ -19,6 +19,7 @@ from lightning_inv.reporting.figures import ModelRun, _item
 
 Namer = Callable[[int], str]
 GALLERY_SIZE = 6  # flips shown per protocol and model
+CURVE_ROWS = 200  # images per sweep protocol in the per-image curves (the page stays small)
 COUNTS = ("num_images", "num_views", "skipped_images")  # shown beside the protocol, not as rows
 
 
@@ -206,11 +207,19 @@ def curves(runs: Sequence[ModelRun], namer: Namer, class_namer: Namer) -> str:
             cells += [h.Cell(str(c), c, "num") for c in changes]
             rows.append((max(changes, default=0), cells, series))
         rows.sort(key=lambda item: -item[0])  # most jagged first; the legend on the top row
+        left_out = max(0, len(rows) - CURVE_ROWS)
+        rows = rows[:CURVE_ROWS]
         for position, (_, cells, series) in enumerate(rows):
             chart = h.line_chart(series, protocol.axis_label, (0.0, 1.0), 300, 110, position == 0)
             cells.append(h.Cell(chart))
         headers = ["image", "true class", *[f"top-1 changes, {n}" for n in names], "P(true class)"]
-        parts.append(f"<h3>{h.esc(key)}</h3>" + h.table(headers, [c for _, c, _ in rows]))
+        note = (
+            f'<p class="muted">The {CURVE_ROWS} images with the most top-1 changes; {left_out} '
+            "more in per_image.csv.</p>"
+            if left_out
+            else ""
+        )
+        parts.append(f"<h3>{h.esc(key)}</h3>{note}" + h.table(headers, [c for _, c, _ in rows]))
     return "".join(parts)
 
 
