@@ -58,6 +58,16 @@ def resolve_output(config: EvaluateConfig) -> Path:
     return Path(os.environ[OUTPUT_ENV])
 
 
+def launched_as_rank_zero() -> bool:
+    """Whether this process will be global rank 0, from what launched it (torchrun's RANK,
+    SLURM's SLURM_PROCID, or NODE_RANK and LOCAL_RANK): before Lightning sets its ranks, a
+    process started by hand on a second node looks like rank 0 to ``rank_zero_only``."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if name in os.environ:
+            return int(os.environ[name]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
 def resolve_models(config: EvaluateConfig) -> list[ModelSpec] | str:
     """Every model parsed once (a checkpoint read once) and its head checked against the data's
     labels, before any work; a message on the first problem."""
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         config.accelerator, config.precision, config.devices
     ):
         return error(problem)
-    is_main = rank_zero_only.rank == 0
+    is_main = rank_zero_only.rank == 0 and launched_as_rank_zero()
     output = resolve_output(config)
     models = resolve_models(config)  # first: the output may sit in the data root
     problem = models if isinstance(models, str) else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -138,9 +139,19 @@ def test_one_and_two_processes_give_the_same_results(repo_root, tmp_path):
     one, two = (json.loads((o / "results.json").read_text())["models"] for o in outputs)
     assert one["tf_efficientnet_lite0"]["translate_mean"]["num_images"] == 5
     assert one["tf_efficientnet_lite0"]["translate_mean"]["mad"] > 0  # predictions do move
-    # Counts and rates of discrete events agree exactly, intervals included (the bootstrap
-    # resamples images in data set order); probabilities up to float rounding (a forward pass
-    # over a different batch composition rounds differently, ~1e-7).
+    _assert_same_results(one, two)
+    rows = [list(csv.DictReader((o / "per_image.csv").open())) for o in outputs]
+    assert [(r["image"], r["protocol"], r["view"], r["top1"]) for r in rows[0]] == [
+        (r["image"], r["protocol"], r["view"], r["top1"]) for r in rows[1]
+    ]
+    for a, b in zip(*rows, strict=True):
+        assert float(a["p_true"]) == pytest.approx(float(b["p_true"]), abs=1e-5)
+
+
+def _assert_same_results(one: dict, two: dict) -> None:
+    """Counts and rates of discrete events agree exactly, intervals included (the bootstrap
+    resamples images in data set order); probabilities up to float rounding (a forward pass
+    over a different batch composition rounds differently, ~1e-7)."""
     for key, row in one["tf_efficientnet_lite0"].items():
         other = two["tf_efficientnet_lite0"][key]
         assert row.keys() == other.keys()
@@ -153,12 +164,55 @@ def test_one_and_two_processes_give_the_same_results(repo_root, tmp_path):
                     assert other[name][layer] == pytest.approx(v, rel=1e-3, abs=1e-3), (key, layer)
             else:
                 assert other[name] == value, (key, name)
-    rows = [list(csv.DictReader((o / "per_image.csv").open())) for o in outputs]
-    assert [(r["image"], r["protocol"], r["view"], r["top1"]) for r in rows[0]] == [
-        (r["image"], r["protocol"], r["view"], r["top1"]) for r in rows[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_the_loopback_give_the_one_process_results(repo_root, tmp_path):
+    """``--num-nodes 2``: two processes started by hand as two nodes of one device each
+    (MASTER_ADDR/MASTER_PORT/NODE_RANK, Lightning's own cluster environment) on 127.0.0.1 give
+    one process's results.json. Catches the second node taking itself for rank 0 (it would make
+    and lock the run folder the first node writes: refused, or two writers), a shard measured
+    twice, and a missing --output (each node would pick its own default folder)."""
+    import socket
+
+    common = ["--models", "tf_efficientnet_lite0", "--image-size", "96", "--num-images", "3"]
+    common += ["--protocols", "translate_mean", "--max-shift", "2", "--accelerator", "cpu"]
+    common += ["--logger", "none", "--no-figures", "--no-nonshiftability", "--devices", "1"]
+    single = tmp_path / "single"
+    done = _run(repo_root, *common, "--output", str(single))
+    assert done.returncode == 0, done.stderr[-3000:]
+    refused = _run(repo_root, *common, "--num-nodes", "2")
+    assert refused.returncode == 2 and "--output" in refused.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nodes = tmp_path / "nodes"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    flags = [*common, "--num-nodes", "2", "--output", str(nodes)]
+    started = [
+        subprocess.Popen(
+            [sys.executable, str(repo_root / "evaluate.py"), *flags],
+            cwd=repo_root,
+            env={**env, "NODE_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
     ]
-    for a, b in zip(*rows, strict=True):
-        assert float(a["p_true"]) == pytest.approx(float(b["p_true"]), abs=1e-5)
+    try:  # a deadlock (two processes taking rank 0) fails here instead of hanging the suite
+        finished = [p.communicate(timeout=300) for p in started]
+    finally:
+        for p in started:
+            p.kill()
+    assert [p.returncode for p in started] == [0, 0], [err[-2000:] for _, err in finished]
+    one, two = (json.loads((o / "results.json").read_text()) for o in (single, nodes))
+    assert (
+        two["complete"]
+        and one["models"]["tf_efficientnet_lite0"]["translate_mean"]["num_images"] == 3
+    )
+    _assert_same_results(one["models"], two["models"])
 
 
 def test_a_file_that_is_not_a_checkpoint_and_an_empty_folder_are_clear_errors(repo_root, tmp_path):

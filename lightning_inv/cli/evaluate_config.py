@@ -55,6 +55,7 @@ LIST_FLAGS = ("models", "experiment", "protocols", "scales", "compare")
 RESUME_CAN_CHANGE = (
     "num_workers",
     "devices",
+    "num_nodes",
     "accelerator",
     "save_every",
     "batch_size",
@@ -94,6 +95,7 @@ class EvaluateConfig:
     num_workers: int = 0
     accelerator: str = "auto"
     devices: str = "auto"
+    num_nodes: int = 1
     precision: str | None = None
     channels_last: bool = False
     compile: bool = False
@@ -224,6 +226,12 @@ FLAGS: dict[str, dict[str, Any]] = {
     },
     "accelerator": {"help": "auto, cpu, gpu, cuda or mps"},
     "devices": {"help": "auto, a number of devices (DDP), -1 (all) or indices (0,1)"},
+    "num_nodes": {
+        "type": int,
+        "help": "machines, each with --devices (DDP through Lightning's cluster environments: "
+        "torchrun, SLURM, or MASTER_ADDR, MASTER_PORT and NODE_RANK); needs --output on a "
+        "folder every node can reach",
+    },
     "precision": {
         "type": str | None,
         "help": "Lightning precision: 32 (default), bf16-mixed or 16-mixed (autocast)",
@@ -318,6 +326,13 @@ def check_config(config: EvaluateConfig) -> str | None:
         return f"--max-image-pixels must be at least 1, got {config.max_image_pixels}"
     if config.num_workers < 0:
         return f"--num-workers must be >= 0, got {config.num_workers}"
+    if config.num_nodes < 1:
+        return f"--num-nodes must be at least 1, got {config.num_nodes}"
+    if config.num_nodes > 1 and config.output is None and config.resume is None:
+        return (
+            f"--num-nodes {config.num_nodes} needs --output DIR on a file system every node "
+            "reaches (each node would otherwise pick its own default folder)"
+        )
     positive = {
         "--batch-size": config.batch_size,
         "--chunk-size": config.chunk_size,

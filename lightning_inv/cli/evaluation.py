@@ -224,6 +224,7 @@ def measure_model(
     trainer = pl.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
+        num_nodes=config.num_nodes,
         precision=config.precision,
         logger=False,
         enable_checkpointing=False,
