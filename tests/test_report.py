@@ -171,12 +171,13 @@ def test_a_comparison_is_highlighted_only_when_its_interval_excludes_zero():
                     "p_top1_change": {"difference": 0.1, "ci95": [0.02, 0.2]},
                     "mac": {"difference": 0.05, "ci95": [0.0, 0.1]},
                     "mad": {"difference": -0.2, "ci95": [-0.3, -0.01]},
+                    "lie": {"difference": None, "ci95": [None, None]},  # NaN in strict JSON
                 }
             }
         }
     )
     marked = {r[2].content: "notable" in r[3].css for r in rows}
-    assert marked == {"p_top1_change": True, "mac": False, "mad": True}
+    assert marked == {"p_top1_change": True, "mac": False, "mad": True, "lie": False}
 
 
 def _evaluation_folder(folder: Path, values: dict[str, float], complete: bool = True) -> Path:
@@ -354,3 +355,31 @@ def test_every_dashboard_panel_reads_keys_that_evaluations_log(repo_root, tmp_pa
     )
     written = json.loads((tmp_path / "d.json").read_text())
     assert done.returncode == 0 and written == json.loads(json.dumps(definition("p")))
+
+
+def test_published_values_are_shown_beside_ours_with_the_verdict():
+    """The ``<preset>_published`` rows as ``beside_published`` writes them (strings beside the
+    groups): catches a verdict inverted, and a crash on the row's text entries."""
+    from lightning_inv.reporting.report import published_section
+
+    row = {
+        "weights": "resnet50.tv_in1k",
+        "paper_name": "ResNet50",
+        "source": "Table 1",
+        "combination": "mean over sizes",
+        "crop": {
+            "p_top1_change": {"published": 0.11, "ours": 0.08, "ci95": [0.05, 0.12], "inside": True}
+        },
+        "black": {
+            "p_top1_change": {
+                "published": 0.25,
+                "ours": 0.14,
+                "ci95": [0.10, 0.18],
+                "inside": False,
+            }
+        },
+    }
+    page = published_section({"table1_published": {"resnet50": row}, "models": {}})
+    assert page.count("<tr>") == 3  # header + crop + black
+    assert "inside" in page and "OUTSIDE" in page and 'class="num outside"' in page
+    assert "0.250" in page and "0.140" in page

@@ -60,8 +60,8 @@ def comparison_rows(comparisons: Mapping[str, Any]) -> list[list[h.Cell]]:
     for pair, protocols in comparisons.items():
         for key, measures in protocols.items():
             for measure, value in measures.items():
-                low, high = value["ci95"]
-                notable = low > 0 or high < 0
+                low, high = value.get("ci95") or (None, None)  # null: undefined (strict JSON)
+                notable = low is not None and high is not None and (low > 0 or high < 0)
                 rows.append(
                     [
                         h.text(pair),
@@ -87,6 +87,8 @@ def published_section(results: Mapping[str, Any]) -> str:
                 if not isinstance(measures, dict):
                     continue
                 for measure, value in measures.items():
+                    if not isinstance(value, dict) or "inside" not in value:
+                        continue
                     inside = bool(value["inside"])
                     rows.append(
                         [
