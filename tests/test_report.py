@@ -28,26 +28,48 @@ REQUIRED = os.environ.get("LIGHTNING_INV_REQUIRE_BROWSER") == "1"
 ARTIFACTS = Path(os.environ.get("LIGHTNING_INV_TEST_ARTIFACTS", "test-artifacts"))
 
 
-def _evaluate(
-    repo_root: Path, out: Path, logger: str = "none", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """Two offline Lite0 models (plain, BlurPool) at 96 px on 4 photos, a 17-view sweep."""
-    flags = ["--models", "tf_efficientnet_lite0", "tf_efficientnet_lite0:blurpool"]
-    flags += ["--image-size", "96", "--num-images", "4", "--protocols", "translate_black"]
-    flags += ["--max-shift", "8", "--no-nonshiftability", "--resamples", "50"]
-    flags += ["--accelerator", "cpu", "--devices", "1", "--logger", logger, "--figures"]
-    return subprocess.run(
-        [sys.executable, str(repo_root / "evaluate.py"), *flags, "--output", str(out)],
-        cwd=repo_root,
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = "fig2_translate_inpaint"  # the 33-view sweep the gallery and the sorting are checked on
+MODELS = ("tf_efficientnet_lite0", "tf_efficientnet_lite0:blurpool")
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory) -> Path:
+    """One offline evaluation for the page, W&B and dashboard tests: two Lite0 models (plain,
+    BlurPool) at 96 px on 4 photos through the default presets table1, fig2 and fig6, logged to
+    W&B offline (no credentials: the environment is cleared of them)."""
+    out = tmp_path_factory.mktemp("evaluation") / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_SERVICE")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    flags = ["--models", *MODELS, "--image-size", "96", "--num-images", "4"]
+    flags += ["--experiment", "table1", "fig2", "fig6", "--no-nonshiftability"]
+    flags += ["--resamples", "50", "--accelerator", "cpu", "--devices", "1"]
+    flags += ["--logger", "wandb", "--figures", "--output", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), *flags],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
         env=env,
     )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"report: {out / 'report.html'}" in done.stdout
+    return out
+
+
+def _flipping(out: Path) -> set[tuple[str, str, str]]:
+    """(model, protocol, image) whose top-1 differs between two neighbouring views, from
+    per_image.csv (the views of each image in sweep order)."""
+    views: dict[tuple[str, str, str], list[str]] = {}
+    with (out / "per_image.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            views.setdefault((row["model"], row["protocol"], row["image"]), []).append(row["top1"])
+    return {k for k, t in views.items() if any(map(str.__ne__, t[:-1], t[1:]))}
 
 
 @pytest.mark.slow
-def test_report_page_shows_the_numbers_images_and_sorts_in_a_browser(repo_root, tmp_path):
+def test_report_page_shows_the_numbers_images_and_sorts_in_a_browser(evaluation, tmp_path):
     """Catches a page that needs the network or files beside it (an image that does not load
     from the page alone), a table cell that is not results.json's number, a gallery whose
     count is not the images whose top-1 flips between neighbouring views, and sorting that
@@ -58,27 +80,15 @@ def test_report_page_shows_the_numbers_images_and_sorts_in_a_browser(repo_root, 
         pytest.skip("needs Chromium (Debian: apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    out = tmp_path / "run"
-    done = _evaluate(repo_root, out)
-    assert done.returncode == 0, done.stderr[-3000:]
-    page_path = out / "report.html"
-    assert f"report: {page_path}" in done.stdout.strip().splitlines()[-1]
-    results = json.loads((out / "results.json").read_text())
-    with (out / "per_image.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    flipping = {}
-    for model in results["models"]:
-        by_image: dict[str, list[str]] = {}
-        for row in rows:
-            if row["model"] == model:
-                by_image.setdefault(row["image"], []).append(row["top1"])
-        flipping[model] = sum(any(map(str.__ne__, t[:-1], t[1:])) for t in by_image.values())
-    assert sum(flipping.values()) > 0  # the gallery has something to show
-
+    results = json.loads((evaluation / "results.json").read_text())
+    flipping = _flipping(evaluation)
+    per_model = {m: sum(1 for f in flipping if f[:2] == (m, SWEEP)) for m in MODELS}
+    assert sum(per_model.values()) > 0  # the gallery has something to show
+    shown = sum(min(sum(1 for f in flipping if f[:2] == k), 6) for k in {f[:2] for f in flipping})
     # The page alone, in another folder: nothing it shows may come from beside it.
     alone = tmp_path / "alone" / "report.html"
     alone.parent.mkdir()
-    shutil.copy(page_path, alone)
+    shutil.copy(evaluation / "report.html", alone)
     with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -89,8 +99,8 @@ def test_report_page_shows_the_numbers_images_and_sorts_in_a_browser(repo_root, 
         broken = page.evaluate(
             "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length"
         )
-        count = page.evaluate("document.images.length")
-        assert count >= 3 + 2 * sum(min(f, 6) for f in flipping.values()) and broken == 0
+        figures = len(list((evaluation / "figures").glob("*.png")))
+        assert page.evaluate("document.images.length") == figures + 2 * shown and broken == 0
         assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
         # The measures table: one row per protocol and measure, a column per model.
         table = page.locator("section", has=page.locator("h2", has_text="Measures")).locator(
@@ -101,34 +111,27 @@ def test_report_page_shows_the_numbers_images_and_sorts_in_a_browser(repo_root, 
         )
         headers = table.evaluate("t => Array.from(t.tHead.rows[0].cells).map(c => c.textContent)")
         for model, protocols in results["models"].items():
-            column = headers.index(model)
-            row = next(r for r in cells if r[1] == "p_top1_change")
-            value = protocols["translate_black"]["p_top1_change"]
-            low, high = protocols["translate_black"]["p_top1_change_ci95"]
-            assert row[column] == f"{value:.3f} [{low:.3f}, {high:.3f}]"
-        for model, count_flips in flipping.items():
-            if count_flips:
-                assert (
-                    page.get_by_text(f"translate_black, {model}: {count_flips} of 4 images").count()
-                    == 1
+            for key in (SWEEP, "table1_black_s1.6"):
+                row = next(
+                    r for r in cells if r[0].startswith(key + " ") and r[1] == "p_top1_change"
                 )
-        # Sorting: the per-image table, by the first model's count of top-1 changes.
-        per_image = page.locator(
-            "section", has=page.locator("h2", has_text="P(true class)")
-        ).locator("table")
+                value = protocols[key]["p_top1_change"]
+                low, high = protocols[key]["p_top1_change_ci95"]
+                assert row[headers.index(model)] == f"{value:.3f} [{low:.3f}, {high:.3f}]"
+        for model, count in per_model.items():
+            if count:
+                assert page.get_by_text(f"{SWEEP}, {model}: {count} of 4 images").count() == 1
+        # Sorting: the sweep's per-image table, by the first model's count of top-1 changes.
+        per_image = page.locator(f"h3:text-is('{SWEEP}') + table").last
         heading = per_image.locator("th", has_text="top-1 changes").first
+        read = "t => Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[2].textContent))"
         heading.click()
         assert heading.get_attribute("aria-sort") == "descending"
-        column = per_image.evaluate(
-            "t => Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[2].textContent))"
-        )
-        assert column == sorted(column, reverse=True)
+        column = per_image.evaluate(read)
+        assert column == sorted(column, reverse=True) and len(column) == 4
         heading.click()
         assert heading.get_attribute("aria-sort") == "ascending"
-        column = per_image.evaluate(
-            "t => Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[2].textContent))"
-        )
-        assert column == sorted(column)
+        assert per_image.evaluate(read) == sorted(column)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         browser.close()
@@ -259,40 +262,33 @@ def test_training_page_has_a_curve_per_measure_and_the_newest_figures(tmp_path):
     assert page.count("<img") == 1 and "heatmap_epoch002" in page
 
 
+def _wandb_runs(out: Path) -> dict[str, tuple[object, Path]]:
+    runs = {}
+    for folder in (out / "wandb").glob("offline-run-*"):
+        (run,) = [r.run for r in records(run_file(folder)) if r.HasField("run")]
+        runs[run.display_name] = (run, folder)
+    return runs
+
+
 @pytest.mark.slow
-def test_wandb_gets_one_comparison_table_across_models_with_the_flips(repo_root, tmp_path):
+def test_wandb_gets_one_comparison_table_across_models_with_the_flips(evaluation):
     """Catches a table per model instead of one across models (W&B's table tools then cannot
     join them on the image), rows missing an image or a protocol, flip images on images whose
     top-1 never flips, and evaluation runs without their job type."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_SERVICE")}
-    out = tmp_path / "run"
-    env = {**env, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    done = _evaluate(repo_root, out, "wandb", env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    runs = {}
-    for folder in (out / "wandb").glob("offline-run-*"):
-        logged = records(run_file(folder))
-        (run,) = [r.run for r in logged if r.HasField("run")]
-        runs[run.display_name] = (run, folder)
-    assert set(runs) == {"tf_efficientnet_lite0", "tf_efficientnet_lite0:blurpool", "comparison"}
+    runs = _wandb_runs(evaluation)
+    assert set(runs) == {*MODELS, "comparison"}
     assert {run.job_type for run, _ in runs.values()} == {"evaluate"}
     assert len({run.run_group for run, _ in runs.values()}) == 1
     (table_file,) = runs["comparison"][1].glob("files/media/table/comparison_*.table.json")
     table = json.loads(table_file.read_text())
     columns, rows = table["columns"], table["data"]
     assert columns[:3] == ["image", "label", "protocol"] and "flip" in columns
-    assert len(rows) == 4 and {r[2] for r in rows} == {"translate_black"}
-    with (out / "per_image.csv").open() as handle:
-        views = list(csv.DictReader(handle))
-    flipping = set()
-    for model in ("tf_efficientnet_lite0", "tf_efficientnet_lite0:blurpool"):
-        by_image: dict[str, list[str]] = {}
-        for row in views:
-            if row["model"] == model:
-                by_image.setdefault(row["image"], []).append(row["top1"])
-        flipping |= {i for i, t in by_image.items() if any(map(str.__ne__, t[:-1], t[1:]))}
+    with (evaluation / "per_image.csv").open() as handle:
+        pairs = {(r["image"], r["protocol"]) for r in csv.DictReader(handle)}
+    assert sorted((r[0], r[2]) for r in rows) == sorted(pairs) and len(rows) == len(pairs)
     flip = columns.index("flip")
-    assert {r[0] for r in rows if r[flip]} == flipping and flipping
+    flipping = {(f[2], f[1]) for f in _flipping(evaluation)}
+    assert {(r[0], r[2]) for r in rows if r[flip]} == flipping and flipping
     changes = columns.index("tf_efficientnet_lite0 top1_changes")
     assert all(isinstance(r[changes], int) for r in rows)
 
@@ -307,51 +303,35 @@ def _summary_keys(folder: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_every_dashboard_panel_reads_keys_that_evaluations_log(repo_root, tmp_path):
+def test_every_dashboard_panel_reads_keys_that_evaluations_log(evaluation, tmp_path):
     """Catches a panel whose key the runs never log (a renamed protocol, a Table 1 size written
-    0.7000000000000001, a measure that moved): each bar panel's keys are in the summary of an
+    0.7000000000000001, a measure that moved): each bar panel's keys are in the summary of the
     offline evaluation of the default presets; offline, the command writes the definition."""
     from lightning_inv.reporting.dashboard import build_report, definition
 
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_SERVICE")}
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
-    out = tmp_path / "run"
-    flags = ["--models", "tf_efficientnet_lite0", "--image-size", "96", "--num-images", "2"]
-    flags += ["--experiment", "table1", "fig2", "fig6", "--no-nonshiftability", "--resamples", "20"]
-    flags += ["--accelerator", "cpu", "--devices", "1", "--logger", "wandb", "--no-figures"]
-    done = subprocess.run(
-        [sys.executable, str(repo_root / "evaluate.py"), *flags, "--output", str(out)],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (folder,) = (out / "wandb").glob("offline-run-*")
+    (_, folder) = _wandb_runs(evaluation)[MODELS[0]]
     logged = _summary_keys(folder)
     spec = definition("lightning-inv")
     bars = [p for s in spec["sections"] for p in s["panels"] if p["kind"] == "bar"]
-    assert bars and all(set(p["keys"]) <= logged for p in bars), [
-        sorted(set(p["keys"]) - logged) for p in bars
-    ]
+    missing = [sorted(set(p["keys"]) - logged) for p in bars]
+    assert bars and not any(missing), missing
     report = build_report(spec)  # the objects only: saving needs W&B's API
     assert len(report.blocks) == 3 * len(spec["sections"])
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "lightning_inv.dashboard",
-            "--project",
-            "p",
+            *("--project", "p"),
             "--output",
             str(tmp_path / "d.json"),
         ],
-        cwd=repo_root,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env={**env, "WANDB_MODE": "offline"},
     )
     written = json.loads((tmp_path / "d.json").read_text())
     assert done.returncode == 0 and written == json.loads(json.dumps(definition("p")))

@@ -50,7 +50,7 @@ def comparison_rows(
                 p, top1 = result.p_true[row].astype(np.float64), result.top1[row]  # type: ignore[union-attr,index]
                 cells += [int((top1[1:] != top1[:-1]).sum()), float(p.mean()), float(p.min())]
             picture, caption = None, ""
-            if row in found and protocol.sweep:
+            if row in found and protocol.ordered:
                 position, view = found[row]
                 views = remade_views(runs[position], key, index)[view : view + 2]
                 pair = torch.cat(list(views), dim=-1).clamp(0, 1)

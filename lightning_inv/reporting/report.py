@@ -19,7 +19,7 @@ from lightning_inv.reporting.figures import ModelRun, _item
 
 Namer = Callable[[int], str]
 GALLERY_SIZE = 6  # flips shown per protocol and model
-CURVE_ROWS = 200  # images per sweep protocol in the per-image curves (the page stays small)
+CURVE_ROWS = 200  # images per ordered protocol in the per-image curves (the page stays small)
 COUNTS = ("num_images", "num_views", "skipped_images")  # shown beside the protocol, not as rows
 
 
@@ -143,13 +143,13 @@ def flips(result: ProtocolResult) -> list[tuple[int, int, float]]:
 
 
 def gallery(runs: Sequence[ModelRun], namer: Namer, class_namer: Namer) -> str:
-    """Per sweep protocol and model: the images whose top-1 flips between neighbouring views,
+    """Per ordered protocol and model: the images whose top-1 flips between neighbouring views,
     the two views side by side with their top-1 and P(true class)."""
     parts = []
     for run in runs:
         for protocol in run.protocols:
             result = run.per_image.get(protocol.key)
-            if not protocol.sweep or result is None:
+            if not protocol.ordered or result is None:
                 continue
             found = flips(result)
             if not found:
@@ -180,7 +180,7 @@ def gallery(runs: Sequence[ModelRun], namer: Namer, class_namer: Namer) -> str:
 
 
 def curves(runs: Sequence[ModelRun], namer: Namer, class_namer: Namer) -> str:
-    """Per sweep protocol: one row per image with P(true class) over the sweep for every model
+    """Per ordered protocol: one row per image with P(true class) over its views for every model
     and its count of top-1 changes; sortable, most changes first."""
     parts = []
     first = runs[0] if runs else None
@@ -191,7 +191,7 @@ def curves(runs: Sequence[ModelRun], namer: Namer, class_namer: Namer) -> str:
             for run in runs
             if key in run.per_image and run.per_image[key].p_true is not None
         }
-        if not protocol.sweep or not results:
+        if not protocol.ordered or not results:
             continue
         reference = next(iter(results.values()))
         names = list(results)
