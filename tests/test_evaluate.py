@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,7 +173,7 @@ def test_two_nodes_on_the_loopback_give_the_one_process_results(repo_root, tmp_p
     (MASTER_ADDR/MASTER_PORT/NODE_RANK, Lightning's own cluster environment) on 127.0.0.1 give
     one process's results.json. Catches the second node taking itself for rank 0 (it would make
     and lock the run folder the first node writes: refused, or two writers), a shard measured
-    twice, and a missing --output (each node would pick its own default folder)."""
+    twice."""
     import socket
 
     common = ["--models", "tf_efficientnet_lite0", "--image-size", "96", "--num-images", "3"]
@@ -181,8 +182,6 @@ def test_two_nodes_on_the_loopback_give_the_one_process_results(repo_root, tmp_p
     single = tmp_path / "single"
     done = _run(repo_root, *common, "--output", str(single))
     assert done.returncode == 0, done.stderr[-3000:]
-    refused = _run(repo_root, *common, "--num-nodes", "2")
-    assert refused.returncode == 2 and "--output" in refused.stderr
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -561,3 +560,13 @@ def test_a_wandb_artifact_is_evaluated_as_the_checkpoint_it_holds(tmp_path, monk
     assert again.artifact == "me/lightning-inv/model-abc:v0"
     shutil.copy(spec.checkpoint.path, tmp_path / "copy.ckpt")
     assert specs.parse_model(str(tmp_path / "copy.ckpt")).artifact is None
+
+
+def test_several_nodes_need_one_output_folder():
+    """Each node would otherwise pick its own default folder (a timestamp): refused, naming
+    --output; a resumed run names its folder already."""
+    from lightning_inv.cli.evaluate_config import EvaluateConfig, check_config
+
+    assert "--output" in check_config(EvaluateConfig(num_nodes=2))
+    assert check_config(EvaluateConfig(num_nodes=2, output=Path("shared/run"))) is None
+    assert "at least 1" in check_config(EvaluateConfig(num_nodes=0))
