@@ -36,12 +36,12 @@ MODELS = ("tf_efficientnet_lite0", "tf_efficientnet_lite0:blurpool")
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory) -> Path:
     """One offline evaluation for the page, W&B and dashboard tests: two Lite0 models (plain,
-    BlurPool) at 96 px on 4 photos through the default presets table1, fig2 and fig6, logged to
+    BlurPool) at 96 px on 2 photos through the default presets table1, fig2 and fig6, logged to
     W&B offline (no credentials: the environment is cleared of them)."""
     out = tmp_path_factory.mktemp("evaluation") / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_SERVICE")}
     env.update(WANDB_MODE="offline", WANDB_SILENT="true")
-    flags = ["--models", *MODELS, "--image-size", "96", "--num-images", "4"]
+    flags = ["--models", *MODELS, "--image-size", "96", "--num-images", "2"]
     flags += ["--experiment", "table1", "fig2", "fig6", "--no-nonshiftability"]
     flags += ["--resamples", "50", "--accelerator", "cpu", "--devices", "1"]
     flags += ["--logger", "wandb", "--figures", "--output", str(out)]
@@ -120,7 +120,7 @@ def test_report_page_shows_the_numbers_images_and_sorts_in_a_browser(evaluation,
                 assert row[headers.index(model)] == f"{value:.3f} [{low:.3f}, {high:.3f}]"
         for model, count in per_model.items():
             if count:
-                assert page.get_by_text(f"{SWEEP}, {model}: {count} of 4 images").count() == 1
+                assert page.get_by_text(f"{SWEEP}, {model}: {count} of 2 images").count() == 1
         # Sorting: the sweep's per-image table, by the first model's count of top-1 changes.
         per_image = page.locator(f"h3:text-is('{SWEEP}') + table").last
         heading = per_image.locator("th", has_text="top-1 changes").first
@@ -128,7 +128,7 @@ def test_report_page_shows_the_numbers_images_and_sorts_in_a_browser(evaluation,
         heading.click()
         assert heading.get_attribute("aria-sort") == "descending"
         column = per_image.evaluate(read)
-        assert column == sorted(column, reverse=True) and len(column) == 4
+        assert column == sorted(column, reverse=True) and len(column) == 2
         heading.click()
         assert heading.get_attribute("aria-sort") == "ascending"
         assert per_image.evaluate(read) == sorted(column)
