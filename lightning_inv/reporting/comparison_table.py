@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from lightning_inv.reporting.figures import ModelRun
-from lightning_inv.reporting.report import flips, remade_views
+from lightning_inv.reporting.report import flips
 
 Namer = Callable[[int], str]
 
@@ -52,7 +52,7 @@ def comparison_rows(
             picture, caption = None, ""
             if row in found and protocol.ordered:
                 position, view = found[row]
-                views = remade_views(runs[position], key, index)[view : view + 2]
+                views = runs[position].views(key, index)[view : view + 2]
                 pair = torch.cat(list(views), dim=-1).clamp(0, 1)
                 picture = (pair.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
                 top1 = results[position].top1[row]  # type: ignore[union-attr,index]

@@ -59,6 +59,18 @@ class ModelRun:
     def protocol(self, key: str) -> Protocol | None:
         return next((p for p in self.protocols if p.key == key), None)
 
+    def views(self, key: str, index: int) -> torch.Tensor:
+        """The views [T, 3, S, S] of data set item ``index`` under protocol ``key``, made again
+        (from the original photo where the protocol cuts from it)."""
+        protocol = self.protocol(key)
+        if protocol is None:
+            raise KeyError(f"{self.name} has no protocol {key}")
+        sample = _item(self.dataset, index)
+        original = sample.get("original")
+        return protocol(
+            sample["image"][None], torch.tensor([index]), None if original is None else [original]
+        )[0]
+
 
 def _item(dataset: Dataset, index: int) -> dict[str, Any]:
     """The item whose ``"index"`` is ``index`` (rows hold the underlying index of a ``Subset``)."""
@@ -89,12 +101,7 @@ def fig1_and_fig2a(runs: Sequence[ModelRun], directory: Path, namer: Namer) -> d
         strips, titles = [], []
         for pick in picks:
             sample = _item(first.dataset, int(result.indices[pick]))
-            original = sample.get("original")
-            views = protocol(
-                sample["image"][None],
-                torch.tensor([int(result.indices[pick])]),
-                None if original is None else [original],
-            )[0]
+            views = first.views(key, int(result.indices[pick]))
             strips.append(plots.frames(protocol, views))
             titles.append(f"{sample['name']} ({namer(int(result.labels[pick]))})")
         paths[f"fig1_probability_{key}"] = plots.save(

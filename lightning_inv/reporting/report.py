@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lightning_inv.files import write_atomically
 from lightning_inv.measuring.core import ProtocolResult
 from lightning_inv.reporting import html as h
-from lightning_inv.reporting.figures import ModelRun, _item
+from lightning_inv.reporting.figures import ModelRun
 
 Namer = Callable[[int], str]
 GALLERY_SIZE = 6  # flips shown per protocol and model
@@ -117,16 +116,6 @@ def published_section(results: Mapping[str, Any]) -> str:
     return h.table(headers, rows)
 
 
-def remade_views(run: ModelRun, key: str, index: int) -> torch.Tensor:
-    """The views [T, 3, S, S] of data set item ``index`` under protocol ``key`` (remade)."""
-    protocol = run.protocol(key)
-    sample = _item(run.dataset, index)
-    original = sample.get("original")
-    return protocol(  # type: ignore[misc]
-        sample["image"][None], torch.tensor([index]), None if original is None else [original]
-    )[0]
-
-
 def flips(result: ProtocolResult) -> list[tuple[int, int, float]]:
     """``(row, view, drop)`` for each image whose top-1 changes between two neighbouring views
     of a sweep: the neighbouring pair with the largest change of P(true class), largest first."""
@@ -157,7 +146,7 @@ def gallery(runs: Sequence[ModelRun], namer: Namer, class_namer: Namer) -> str:
             items = []
             for row, view, _ in found[:GALLERY_SIZE]:
                 index, label = int(result.indices[row]), int(result.labels[row])
-                views = remade_views(run, protocol.key, index)
+                views = run.views(protocol.key, index)
                 captions = []
                 for t in (view, view + 1):
                     top1, p = int(result.top1[row, t]), float(result.p_true[row, t])  # type: ignore[index]
