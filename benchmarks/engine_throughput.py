@@ -108,7 +108,8 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    model = InvarianceClassifier(args.model, pretrained=False).to(device).eval()
+    model = InvarianceClassifier(args.model, pretrained=False, image_size=args.image_size)
+    model = model.to(device).eval()
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if args.compile else model
@@ -250,6 +251,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="tf_efficientnet_lite0")
+    parser.add_argument("--image-size", type=int, help="canvas (px; default: the model's)")
     parser.add_argument("--batch-size", type=int, default=32, help="views per forward pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(

@@ -1,62 +1,88 @@
 #!/usr/bin/env bash
-# One GPU check, under 5 minutes on one GPU: run it from the repository root on a machine with
-# CUDA, PyTorch, timm, pytorch-lightning and torchmetrics (plus jsonargparse for evaluate.py).
+# The GPU check, in one call (about 6-8 minutes on an H100/H200): run it from the repository root
+# on a machine with CUDA and the project installed (pip install -e .).
 #
-#   bash benchmarks/gpu_check.sh [OUTPUT_FOLDER]      (default runs/gpu_check)
+#   bash benchmarks/gpu_check.sh [OUTPUT_FOLDER]          (default runs/gpu_check)
 #
-# 1. the inpainting, crop-selection and protocol tests on CUDA (CUDA views against the CPU ones);
-# 2. benchmarks/engine_throughput.py for tf_efficientnet_lite0 and resnet50 at bf16 with
-#    channels_last: every protocol's ratio to the bare forward, and views/s; the forward cost of
-#    each fix (benchmarks/modifier_cost.py);
-# 3. evaluate.py end to end (default experiments, bf16-mixed, channels_last, decoding workers) on
-#    a synthetic folder of ImageNet-sized JPEGs, and the projection to the 50,000 ImageNet
-#    validation images.
+# Prints, and writes as JSON under OUTPUT_FOLDER:
+# 1. the tests that compare the CUDA path with the CPU one (inpainting, crop selection,
+#    protocols, the accelerator path) run on the GPU;
+# 2. the host-device synchronisations of the measuring loop, per batch (CUDA's sync debug mode);
+# 3. the bare forward pass (views/s) and every protocol's ratio to it (engine_throughput.py,
+#    bf16 autocast, channels_last, 256 views per forward);
+# 4. the default experiments (table1 fig2 fig6 fig10) end to end with evaluate.py on a synthetic
+#    folder of GPU_CHECK_IMAGES (10,000) ImageNet-sized JPEGs: start-up seconds (process start
+#    to the first batch), images/s and views/s after the first batch, their ratio to the bare
+#    forward of as many views, peak host and device memory, and the time 50,000 images take.
+#
+# Settings (environment): GPU_CHECK_DEVICE=cuda|cpu (cpu: a dry run of the script itself, with
+# e.g. GPU_CHECK_MODEL=test_efficientnet GPU_CHECK_IMAGE_SIZE=64 GPU_CHECK_IMAGES=64),
+# GPU_CHECK_MODEL (tf_efficientnet_lite0), GPU_CHECK_IMAGE_SIZE (the model's, 224),
+# GPU_CHECK_IMAGES (10000), GPU_CHECK_WORKERS (decoding processes, 8), PYTHON (python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu_check}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
+device=${GPU_CHECK_DEVICE:-cuda}
+model=${GPU_CHECK_MODEL:-tf_efficientnet_lite0}
+size=${GPU_CHECK_IMAGE_SIZE:-224}
+images=${GPU_CHECK_IMAGES:-10000}
+workers=${GPU_CHECK_WORKERS:-8}
+if [ "$device" = cuda ]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    engine_flags=(--device cuda --precision bf16 --channels-last --batch-size 256)
+    evaluate_flags=(--accelerator gpu --precision bf16-mixed --channels-last --chunk-size 256)
+    batch=64
+else
+    engine_flags=(--device cpu --batch-size 32)
+    evaluate_flags=(--accelerator cpu --chunk-size 32)
+    batch=8
+fi
+$python -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, \
+torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-$python -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
-
-echo "== 1. tests on CUDA"
+echo "== 1. the CUDA path against the CPU path (tests)"
 $python -m pytest -q -p no:cacheprovider tests/test_inpaint.py tests/test_crop_selection.py \
-    tests/test_protocols.py 2>&1 | tail -3
+    tests/test_protocols.py tests/test_host_reads.py 2>&1 | tail -2
 
-echo "== 2. engine against the bare forward (bf16, channels_last)"
-for model in tf_efficientnet_lite0 resnet50; do
-    $python benchmarks/engine_throughput.py --model "$model" --device cuda --precision bf16 \
-        --channels-last --batch-size 256 --repeats 5 --output "$out/engine_$model.json" >/dev/null
-    $python - "$out/engine_$model.json" <<'EOF'
+echo "== 2. host-device synchronisations per batch of the measuring loop"
+$python benchmarks/host_syncs.py --device "$device" --model "$model" --image-size "$size" \
+    --batch-size 8 | tee "$out/host_syncs.txt" || echo "(a later batch waits: see above)"
+
+echo "== 3. the bare forward and every protocol's ratio to it"
+$python benchmarks/engine_throughput.py --model "$model" --image-size "$size" \
+    "${engine_flags[@]}" --repeats 5 --output "$out/engine.json" >/dev/null
+$python - "$out/engine.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-ratios = {k[: -len("_ratio_to_bare")]: v for k, v in r.items() if k.endswith("_ratio_to_bare")}
-print(f"{r['model']}: bare forward {r['bare_forward_views_per_s']:.0f} views/s; "
-      f"inpaint fraction translate {r['inpaint_fraction_of_forward']:.3f}, random_location s0.3 "
-      f"{r['inpaint_fraction_of_forward_random_location_s0.3']:.3f}; noise (bare vs bare) "
-      f"{r['bare_vs_bare_ratio_min']:.3f}-{r['bare_vs_bare_ratio_max']:.3f}")
-for key, ratio in ratios.items():
-    print(f"    {key:40s} {ratio:6.3f}x  {r[key + '_views_per_s']:9.0f} views/s")
-EOF
-done
+print(f"{r['model']} ({r['precision']}): bare forward {r['bare_forward_views_per_s']:.0f} views/s; "
+      f"bare against itself {r['bare_vs_bare_ratio_min']:.3f}-{r['bare_vs_bare_ratio_max']:.3f}")
+for key in sorted(k[: -len("_ratio_to_bare")] for k in r if k.endswith("_ratio_to_bare")):
+    print(f"    {key:36s} {r[key + '_ratio_to_bare']:6.3f}x  {r[key + '_views_per_s']:9.0f} views/s")
+if "lie_cost_in_forwards" in r:
+    print(f"    lie: {r['lie_cost_in_forwards']:.2f} forward passes per tangent view")
+PY
 
-echo "== 2b. forward cost of each fix (lite0, bf16 not applied: float32)"
-$python benchmarks/modifier_cost.py --device cuda --batch-size 256 | tee "$out/modifier_cost.json"
-
-echo "== 3. evaluate.py end to end, default experiments, projection to 50,000 images"
-images=${GPU_CHECK_IMAGES:-1000}
-$python benchmarks/scale_run.py --sizes "$images" --model tf_efficientnet_lite0 --image-size 224 \
-    --classes 10 --experiment table1 fig2 fig6 fig10 --batch-size 32 --num-workers 8 \
-    --folder /tmp/li_gpu_scale --output "$out/scale.json" \
-    -- --accelerator gpu --precision bf16-mixed --channels-last --chunk-size 512 >/dev/null
-$python - "$out/scale.json" <<'EOF'
+echo "== 4. evaluate.py end to end: default experiments on $images synthetic JPEGs"
+$python benchmarks/scale_run.py --sizes "$images" --model "$model" --image-size "$size" \
+    --classes 10 --experiment table1 fig2 fig6 fig10 --batch-size "$batch" \
+    --num-workers "$workers" --folder "${TMPDIR:-/tmp}/li_gpu_check_jpegs" \
+    --output "$out/scale.json" -- "${evaluate_flags[@]}" >/dev/null
+$python - "$out/scale.json" "$out/engine.json" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-run = r["runs"][-1]
-rate = run["images_per_s"]
-print(f"{run['images']} images in {run['wall_s']} s: {rate} images/s (start-up included), peak RSS "
-      f"{run['peak_rss_mib']} MiB; 50,000 images x the default protocols: "
-      f"{50000 / rate / 60:.1f} min")
-EOF
+run = json.load(open(sys.argv[1]))["runs"][-1]
+bare = json.load(open(sys.argv[2]))["bare_forward_views_per_s"]
+t = run["timing"]
+minutes = (t["ready_s"] + 50000 / t["images_per_s"]) / 60
+device = "n/a" if t["peak_device_mib"] is None else f"{t['peak_device_mib']:.0f} MiB"
+print(f"{run['images']} images in {run['wall_s']} s of wall time ({run['images_per_s']} images/s "
+      f"with start-up and writing)")
+print(f"    start-up (process start to the first batch): {t['ready_s']:.1f} s; first batch "
+      f"{t['first_batch_s']:.1f} s")
+print(f"    after the first batch: {t['images_per_s']:.1f} images/s = {t['views_per_s']:.0f} views/s "
+      f"({t['views_per_image']} views per image) = {t['views_per_s'] / bare:.2f}x the bare forward")
+print(f"    peak memory: host {run['peak_rss_mib']:.0f} MiB (largest process), device {device}")
+print(f"    50,000 images x the default experiments: {minutes:.1f} min")
+PY

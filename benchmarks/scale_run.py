@@ -8,7 +8,9 @@ Makes (once, then reuses) a synthetic ImageNet-like folder: ``--classes`` class 
 whose sides are drawn from 300-500 px (smooth random colour fields, about 20 KB each), then runs
 ``evaluate.py --data imagefolder --labels folders`` on the first N of them for each N, each in a
 fresh process, and reports per N: wall seconds, images/s, peak resident memory of the largest
-process (MiB), and the size of the per-image result arrays (``results.npz``, bytes per image).
+process (MiB), the size of the per-image result arrays (``results.npz``, bytes per image), and
+``timing``: evaluate.py's own record of the run (results.json: seconds until the first batch,
+the first batch, images/s and views/s after it, peak host and device memory; docs/speed.md).
 Memory that grows with N by more than those bytes would be a leak; the JSON gives
 ``rss_growth_bytes_per_image`` between the smallest and the largest N to check it.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -33,18 +36,24 @@ CHILD = (
 )
 
 
+def make_image(folder: Path, classes: int, i: int, seed: int = 0) -> None:
+    """JPEG number ``i`` (``class_<i % classes>/img_<i>.jpg``), drawn from its own seed; an
+    existing file is kept."""
+    path = folder / f"class_{i % classes:03d}" / f"img_{i:05d}.jpg"
+    if path.exists():
+        return
+    rng = np.random.default_rng([seed, i])
+    height, width = (int(v) for v in rng.integers(300, 501, size=2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+    image.save(path, quality=90)
+
+
 def make_folder(folder: Path, count: int, classes: int, seed: int = 0) -> None:
-    """``count`` JPEGs in ``classes`` folders (``class_000/img_00000.jpg``); existing files kept."""
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        path = folder / f"class_{i % classes:03d}" / f"img_{i:05d}.jpg"
-        height, width = (int(v) for v in rng.integers(300, 501, size=2))
-        if path.exists():
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
-        image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
-        image.save(path, quality=90)
+    """``count`` JPEGs in ``classes`` folders, made by every CPU core."""
+    with multiprocessing.Pool() as pool:
+        pool.starmap(make_image, [(folder, classes, i, seed) for i in range(count)], chunksize=64)
 
 
 def subset(folder: Path, count: int, classes: int, target: Path) -> Path:
@@ -101,12 +110,14 @@ def run(args: argparse.Namespace, count: int, work: Path) -> dict[str, float]:
         if line.startswith("PEAK_RSS_KIB")
     )
     npz = sum(f.stat().st_size for f in output.rglob("*.npz"))
+    results = json.loads((output / "results.json").read_text())
     return {
         "images": count,
         "wall_s": round(seconds, 1),
         "images_per_s": round(count / seconds, 2),
         "peak_rss_mib": round(peak / 1024, 1),
         "result_arrays_bytes_per_image": round(npz / count, 1),
+        "timing": results["timing"][args.model],  # evaluate.py's own: start-up, rate, memory
     }
 
 

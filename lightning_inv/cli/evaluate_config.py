@@ -8,11 +8,13 @@ settings the run started with.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import (
     ActionConfigFile,
     ActionYesNo,
@@ -50,6 +52,9 @@ PROTOCOL_CHOICES = (
     "worst_of_k",
     "lie",
 )
+# Default (images per step, views per forward pass, decoding processes) on each kind of device.
+CPU_SIZES = (4, 64, 0)
+GPU_SIZES = (64, 512, 8)
 LIST_FLAGS = ("models", "experiment", "protocols", "scales", "compare")
 # Flags that change how a run computes, not what (the numbers stay the same): --resume takes them.
 RESUME_CAN_CHANGE = (
@@ -90,9 +95,9 @@ class EvaluateConfig:
     resamples: int = RESAMPLES
     compare: list[str] | None = None
     seed: int = 0
-    batch_size: int = 4
-    chunk_size: int = 64
-    num_workers: int = 0
+    batch_size: int | None = None
+    chunk_size: int | None = None
+    num_workers: int | None = None
     accelerator: str = "auto"
     devices: str = "auto"
     num_nodes: int = 1
@@ -112,6 +117,25 @@ class EvaluateConfig:
         if self.experiment is not None:
             return list(self.experiment)
         return [] if self.protocols else list(DEFAULT_EXPERIMENTS)
+
+    def on_gpu(self) -> bool:
+        """Whether the run goes to a GPU (``--accelerator``, or auto with CUDA present)."""
+        if self.accelerator in ("gpu", "cuda"):
+            return True
+        return self.accelerator == "auto" and torch.cuda.is_available()
+
+    def loop_sizes(self) -> tuple[int, int, int]:
+        """(images per step, views per forward pass, decoding processes): the flags, else
+        ``CPU_SIZES`` or ``GPU_SIZES`` (a GPU takes large batches and needs its images decoded
+        by several processes to stay busy; the numbers do not depend on them)."""
+        batch, chunk, workers = GPU_SIZES if self.on_gpu() else CPU_SIZES
+        if self.on_gpu():
+            workers = min(workers, os.cpu_count() or 1)
+        return (
+            self.batch_size or batch,
+            self.chunk_size or chunk,
+            workers if self.num_workers is None else self.num_workers,
+        )
 
     @property
     def fill_of_locations(self) -> str:
@@ -218,11 +242,20 @@ FLAGS: dict[str, dict[str, Any]] = {
         "help": "paired differences for this pair only (default: every pair of --models)",
     },
     "seed": {"type": int, "help": "seeds the views of every protocol (per image)"},
-    "batch_size": {"type": int, "help": "images per step (each makes T views)"},
-    "chunk_size": {"type": int, "help": "views per forward pass"},
+    "batch_size": {
+        "type": int | None,
+        "help": f"images per step, each makes T views (default: {CPU_SIZES[0]} on the CPU, "
+        f"{GPU_SIZES[0]} on a GPU)",
+    },
+    "chunk_size": {
+        "type": int | None,
+        "help": f"views per forward pass (default: {CPU_SIZES[1]} on the CPU, {GPU_SIZES[1]} on a "
+        "GPU)",
+    },
     "num_workers": {
-        "type": int,
-        "help": "image-decoding worker processes (0: in the main process; use several on a GPU)",
+        "type": int | None,
+        "help": f"image-decoding worker processes; 0: in the main process (default: "
+        f"{CPU_SIZES[2]} on the CPU, {GPU_SIZES[2]} on a GPU, at most one per CPU core)",
     },
     "accelerator": {"help": "auto, cpu, gpu, cuda or mps"},
     "devices": {"help": "auto, a number of devices (DDP), -1 (all) or indices (0,1)"},
@@ -324,7 +357,7 @@ def check_config(config: EvaluateConfig) -> str | None:
         return f"--seed must be in [0, 2^32), got {config.seed}"
     if config.max_image_pixels < 1:
         return f"--max-image-pixels must be at least 1, got {config.max_image_pixels}"
-    if config.num_workers < 0:
+    if config.num_workers is not None and config.num_workers < 0:
         return f"--num-workers must be >= 0, got {config.num_workers}"
     if config.num_nodes < 1:
         return f"--num-nodes must be at least 1, got {config.num_nodes}"
@@ -334,8 +367,8 @@ def check_config(config: EvaluateConfig) -> str | None:
             "reaches (each node would otherwise pick its own default folder)"
         )
     positive = {
-        "--batch-size": config.batch_size,
-        "--chunk-size": config.chunk_size,
+        "--batch-size": 1 if config.batch_size is None else config.batch_size,
+        "--chunk-size": 1 if config.chunk_size is None else config.chunk_size,
         "--resamples": config.resamples,
         "--num-images": config.num_images or 1,
         "--image-size": config.image_size or 8,

@@ -42,6 +42,7 @@ from lightning_inv.reporting.run_folder import (
     save_model_results,
 )
 from lightning_inv.reporting.tables import image_namer, label_namer
+from lightning_inv.reporting.timing import RunTiming, device_name
 
 MOVING = ("translate", "crop", "embed", "sequence")  # protocols that take --direction
 
@@ -156,6 +157,7 @@ class Measured:
     config: dict[str, Any]
     subsampling: Subsampling
     weights: str | None
+    timing: dict[str, Any]
 
 
 def remaining_subset(dataset: Dataset, done: set[int]) -> Dataset:
@@ -195,11 +197,12 @@ def measure_model(
     except (BackboneError, ValueError, FileNotFoundError) as err:
         return f"{model.spec}: {err}"
     canvas = classifier.image_size
+    batch_size, chunk_size, num_workers = config.loop_sizes()
     subsampling = measure_subsampling(classifier.model, canvas)
     evaluator = InvarianceEvaluator(
         classifier,
         protocols,
-        chunk_size=config.chunk_size,
+        chunk_size=chunk_size,
         probe=config.nonshiftability,
         probe_kind=config.probe,
         probe_keys=probed,
@@ -221,6 +224,7 @@ def measure_model(
         )
         for protocol in protocols:
             print(f"    {protocol.describe()}")
+    timing = RunTiming(sum(p.num_views for p in protocols))
     trainer = pl.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
@@ -229,9 +233,9 @@ def measure_model(
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        callbacks=[ImagesPerSecondBar(sum(p.num_views for p in protocols))],
+        callbacks=[ImagesPerSecondBar(timing.views_per_image), timing],
     )
-    data = EvalDataModule(remaining, config.batch_size, config.num_workers)
+    data = EvalDataModule(remaining, batch_size, num_workers)
     try:
         trainer.test(evaluator, datamodule=data, verbose=False)
     except SIGTERMException as stopped:  # Lightning's own stop, after a whole batch
@@ -251,7 +255,15 @@ def measure_model(
         "protocols": {p.key: p.describe() for p in protocols},
     }
     weights = model.weights_name(config.pretrained, classifier)
-    return Measured(evaluator, dataset, trainer, described, subsampling, weights)
+    costs = {
+        **timing.summary(evaluator.device),
+        "device": device_name(evaluator.device),
+        "processes": trainer.world_size,
+        "batch_size": batch_size,
+        "chunk_size": chunk_size,
+        "num_workers": num_workers,
+    }
+    return Measured(evaluator, dataset, trainer, described, subsampling, weights, costs)
 
 
 def model_file(output: Path, position: int) -> Path:
@@ -296,6 +308,7 @@ def record_model(
     }
     results["models"][spec] = evaluator.results
     results["weights"][spec] = measured.weights
+    results["timing"][spec] = measured.timing
     results["skipped"][spec] = [{"image": n, "reason": r} for n, r in evaluator.skipped]
     save_model_results(model_file(output, position), evaluator.per_image, evaluator.curves)
     write_json(output / "results.json", results)  # after every model
@@ -357,6 +370,7 @@ def evaluate(
         "models": {},
         "subsampling": dict(previous.get("subsampling", {})),
         "weights": dict(previous.get("weights", {})),
+        "timing": dict(previous.get("timing", {})),
         "skipped": dict(previous.get("skipped", {})),
     }
     runs: list[ModelRun] = []

@@ -37,6 +37,7 @@ from lightning_inv.measuring.measures import MEASURES, true_class_probability_pe
 from lightning_inv.measuring.nonshiftability import FeatureSums, nonshiftability_per_image
 from lightning_inv.measuring.statistics import RESAMPLES, bootstrap_interval
 from lightning_inv.protocols import Protocol
+from lightning_inv.protocols.transfer import to_device
 
 
 def _state(name: str) -> str:
@@ -277,6 +278,7 @@ def measure_batch(
     ``linearized``: the model differential protocols differentiate; ``attributions``: per
     differential protocol key, its per-layer attribution."""
     responses: dict[str, LayerResponses] = {}
+    device_indices = to_device(torch.as_tensor(indices), labels.device)
     for protocol, measure in zip(protocols, measures, strict=True):
         use_probe = probe if measure.layers and not protocol.differential else None
         logits, recorded = view_logits(
@@ -291,6 +293,6 @@ def measure_batch(
             linearized,
             (attributions or {}).get(protocol.key),
         )
-        measure.update(logits, labels, indices.to(labels.device), recorded)
+        measure.update(logits, labels, device_indices, recorded)
         responses[protocol.key] = recorded
     return responses

@@ -152,6 +152,18 @@ class InvarianceEvaluator(pl.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.classifier(images)
 
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """The batch on ``device``, but the data set indices stay on the host: they seed the
+        protocols' host-side draws (offsets, crops), which would otherwise read them back from
+        the device every batch; the measures get them by a queued copy."""
+        if not isinstance(batch, dict) or "index" not in batch:
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        rest = {key: value for key, value in batch.items() if key != "index"}
+        moved = super().transfer_batch_to_device(rest, device, dataloader_idx)
+        return {**moved, "index": batch["index"]}
+
     def on_test_start(self) -> None:
         self.classifier.eval()
         if any(p.differential for p in self.protocols):
@@ -204,7 +216,7 @@ class InvarianceEvaluator(pl.LightningModule):
             kept = self._curves.setdefault(key, [])
             room = self.max_curve_images - sum(len(i) for i, _ in kept)
             if room > 0:
-                kept.append((indices[:room].cpu(), deepest[:room].cpu()))
+                kept.append((indices[:room].cpu(), deepest[:room]))  # to the host at the end
 
     def on_test_batch_end(
         self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -228,7 +240,7 @@ class InvarianceEvaluator(pl.LightningModule):
             p.key: {name: [t.cpu() for t in state] for name, state in m.metric_state.items()}
             for p, m in zip(self.protocols, self.measures, strict=True)
         }
-        content = {"states": states, "skipped": self.skipped, "curves": self._curves}
+        content = {"states": states, "skipped": self.skipped, "curves": self._host_curves()}
         buffer = io.BytesIO()
         torch.save(content, buffer)
         write_atomically(self._partial_file(), buffer.getvalue())
@@ -259,13 +271,15 @@ class InvarianceEvaluator(pl.LightningModule):
                 self._curves.setdefault(key, []).extend(tuple(p) for p in parts)
         return done
 
+    def _host_curves(self) -> dict[str, list[tuple[Tensor, Tensor]]]:
+        return {k: [(i.cpu(), s.cpu()) for i, s in v] for k, v in self._curves.items()}
+
     def _gather_curves(self) -> None:
         """The kept feature sums of every rank, the first ``max_curve_images`` in data order."""
         self.curves = {}
         for key in self._curves.keys() | {k for k, v in self.layers.items() if v}:
-            parts = [
-                p for rank in gather_objects(self._curves.get(key, []), self.trainer) for p in rank
-            ]
+            mine = self._host_curves().get(key, [])
+            parts = [p for rank in gather_objects(mine, self.trainer) for p in rank]
             if parts:
                 order = torch.cat([i for i, _ in parts]).argsort()[: self.max_curve_images]
                 self.curves[key] = torch.cat([s for _, s in parts])[order]

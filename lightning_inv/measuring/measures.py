@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lightning_inv.device_path import accelerated
 from lightning_inv.measuring.lie import log_probability_lie, softmax_lie
 from lightning_inv.protocols.lie import lie_measure
 from lightning_inv.protocols.tangents import GENERATORS
@@ -48,7 +49,7 @@ def check_logits(logits: Tensor, target: Tensor | None = None, min_views: int = 
         return
     if target.shape != logits.shape[:1]:
         raise ValueError(f"target must be [N] = [{logits.shape[0]}]; got {tuple(target.shape)}")
-    if target.is_cuda:  # no host-device synchronisation per batch: a device-side assert
+    if accelerated(target):  # no host-device synchronisation per batch: a device-side assert
         torch._assert_async(((target >= 0) & (target < logits.shape[-1])).all())
     elif target.numel() and (target.min() < 0 or target.max() >= logits.shape[-1]):
         raise ValueError(

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from lightning_inv.device_path import accelerated
 from lightning_inv.protocols.inpaint import fill_pasted, inpaint, inpaint_boxes
 from lightning_inv.protocols.placement import paste, place_views
+from lightning_inv.protocols.transfer import to_device
 
 FILL_MODES = ("mean", "black", "edge", "inpaint")
 
@@ -98,7 +100,7 @@ def compose_many(
 def _pastes(objects: Tensor, fill: str) -> bool:
     """Whether the views are pasted straight into their buffer with the fill (CPU; the
     inpainting in place needs float32/float64: ``fill_pasted``)."""
-    if objects.device.type != "cpu" or fill == "edge":
+    if accelerated(objects) or fill == "edge":
         return False
     return fill != "inpaint" or objects.dtype in (torch.float32, torch.float64)
 
@@ -106,7 +108,7 @@ def _pastes(objects: Tensor, fill: str) -> bool:
 def _background(fill: str, mean: Sequence[float], like: Tensor) -> Tensor:
     """The colour [C, 1, 1] around the objects for the ``mean`` and ``black`` fills."""
     colour = torch.tensor(mean if fill == "mean" else (0.0,) * like.shape[1], dtype=like.dtype)
-    return colour.to(like.device).view(-1, 1, 1)
+    return to_device(colour, like.device).view(-1, 1, 1)
 
 
 def known_boxes(objects: Tensor, offsets: Tensor, canvas: int) -> Tensor:
@@ -128,7 +130,7 @@ def known_boxes(objects: Tensor, offsets: Tensor, canvas: int) -> Tensor:
 def box_mask(boxes: Tensor, height: int, width: int, device: torch.device) -> Tensor:
     """bool [N, 1, height, width]: True inside each of ``boxes`` [N, 4] (top, left, bottom,
     right; inclusive)."""
-    boxes = boxes.to(device)
+    boxes = to_device(boxes, device)
     rows = torch.arange(height, device=device)
     cols = torch.arange(width, device=device)
     inside_rows = (rows >= boxes[:, 0:1]) & (rows <= boxes[:, 2:3])

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_inv.protocols.band_kernel import fill_bands
+from lightning_inv.device_path import accelerated, device_constants
 from lightning_inv.protocols.inpaint_geometry import (
     GROW_AFTER,
     GROW_BEFORE,
@@ -65,7 +65,7 @@ def correlate_valid(x: Tensor, kernel: Tensor, dim: int, method: str | None = No
     ``method``: ``"adds"`` (shifted multiply-adds), ``"conv"`` (depthwise ``conv2d``) or None (adds
     on CPU, conv elsewhere). Both give the same numbers up to float rounding.
     """
-    method = method or ("adds" if x.device.type == "cpu" else "conv")
+    method = method or ("conv" if accelerated(x) else "adds")
     taps = len(kernel)
     length = x.shape[dim] - taps + 1
     if method == "adds":
@@ -198,13 +198,13 @@ def band_matrix(band: tuple[tuple[int, ...], tuple[int, ...]], kernel: Tensor) -
     return torch.where(inside, kernel[taps.clamp(0, len(kernel) - 1)], 0)
 
 
-@functools.lru_cache(maxsize=8)
+@device_constants
 def _band_constants(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """The kernel and the two band matrices on ``device``, made once per (dtype, device): no
     host-to-device copy per call, and the tensors a CUDA graph captured stay alive."""
     kernel = binomial_kernel(dtype=dtype)
     matrices = [band_matrix(band, kernel) for band in (BAND_BEFORE, BAND_AFTER)]
-    return tuple(t.to(device) for t in (kernel, *matrices))
+    return tuple(to_device(t, device) for t in (kernel, *matrices))
 
 
 def _interval(boxes: Tensor, axis: int) -> tuple[Tensor, Tensor]:
@@ -297,7 +297,7 @@ def inpaint_boxes(images: Tensor, boxes: Tensor, method: str | None = None) -> T
     if passes == 0:
         return images.clone()
     constants = _band_constants(compute, images.device)
-    if images.is_cuda:  # fixed shapes for the graph: every band of every view every pass
+    if accelerated(images):  # fixed shapes for a graph: every band of every view every pass
         grown = to_device(_grown_boxes(boxes, passes, height, width), images.device)
         frames = images.to(compute)
         return _graph_replay(frames, grown, constants, passes, method).to(images.dtype)
@@ -384,6 +384,8 @@ def _fill_band_buffers(
     before-band's sixth is a dummy line of weight 0) and only the first pass reads the frame.
     A band writes its new lines only where they can be non-zero: every pixel outside the
     rectangles is written when it becomes known, so nothing needs zeros first."""
+    from lightning_inv.protocols.band_kernel import fill_bands  # numba: on the CPU path only
+
     kernel, before, after = constants
     padding = (0, SLOTS - len(before), 0, SLOTS - len(before))  # the dummy slot: zeros
     matrices = torch.stack([F.pad(before, padding), after])
@@ -458,6 +460,8 @@ MAX_GRAPHS = 32
 def _graph_replay(
     images: Tensor, grown: Tensor, constants: tuple, passes: int, method: str | None
 ) -> Tensor:
+    if not images.is_cuda:  # the accelerator path on the CPU (tests): no graph to capture
+        return _fill_boxes(images, grown, constants, passes, method)
     key = (tuple(images.shape), images.dtype, images.device, passes, method)
     entry = _GRAPHS.get(key)
     if entry is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_inv.device_path import accelerated
 from lightning_inv.protocols.transfer import to_device
 
 Images = Tensor | Sequence[Tensor]  # [M, C, h, w], or M tensors [C, h, w] of one size
@@ -86,7 +87,7 @@ def _place(
         source = torch.arange(len(offsets))
     device = first.device
     rows, cols, row_ok, col_ok = _source_lines(offsets, canvas, *first.shape[-2:], mode)
-    paste_slices = mode == "zeros" and device.type == "cpu"
+    paste_slices = mode == "zeros" and not accelerated(device)
     gather_zeros = mode == "zeros" and not paste_slices  # the gather zeroes by the mask
     known = _known(row_ok, col_ok, device) if with_known or gather_zeros else None
     if paste_slices:
