@@ -7,9 +7,11 @@
 # Prints, and writes as JSON under OUTPUT_FOLDER:
 # 1. the tests that compare the CUDA path with the CPU one (inpainting, crop selection,
 #    protocols, the accelerator path) run on the GPU;
-# 2. the host-device synchronisations of the measuring loop, per batch (CUDA's sync debug mode);
+# 2. the host-device synchronisations of the measuring loop, per batch (CUDA's sync debug mode),
+#    and the profiler's split of the loop's time per protocol and stage (a Chrome trace too);
 # 3. the bare forward pass (views/s) and every protocol's ratio to it (engine_throughput.py,
 #    bf16 autocast, channels_last, 256 views per forward);
+#    and the bare forward's views/s against the views per pass (forward_chunks.py);
 # 4. the default experiments (table1 fig2 fig6 fig10) end to end with evaluate.py on a synthetic
 #    folder of GPU_CHECK_IMAGES (10,000) ImageNet-sized JPEGs: start-up seconds (process start
 #    to the first batch), images/s and views/s after the first batch, their ratio to the bare
@@ -35,10 +37,12 @@ if [ "$device" = cuda ]; then
     engine_flags=(--device cuda --precision bf16 --channels-last --batch-size 256)
     evaluate_flags=(--accelerator gpu --precision bf16-mixed --channels-last --chunk-size 256)
     batch=64
+    sync_flags=(--batch-size 8 --batches 3)
 else
-    engine_flags=(--device cpu --batch-size 32)
-    evaluate_flags=(--accelerator cpu --chunk-size 32)
+    engine_flags=(--device cpu --batch-size 16)
+    evaluate_flags=(--accelerator cpu --chunk-size 16)
     batch=8
+    sync_flags=(--batch-size 2 --batches 2)  # HostReads runs every op through Python
 fi
 $python -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, \
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
@@ -49,7 +53,16 @@ $python -m pytest -q -p no:cacheprovider tests/test_inpaint.py tests/test_crop_s
 
 echo "== 2. host-device synchronisations per batch of the measuring loop"
 $python benchmarks/host_syncs.py --device "$device" --model "$model" --image-size "$size" \
-    --batch-size 8 | tee "$out/host_syncs.txt" || echo "(a later batch waits: see above)"
+    "${sync_flags[@]}" | tee "$out/host_syncs.txt" || echo "(a later batch waits: see above)"
+
+echo "== 2b. where the loop's time goes, per protocol and stage (torch profiler)"
+if [ "$device" = cuda ]; then
+    profile_flags=(--batch-size 64 --chunk-size 512 --bf16 --channels-last --batches 3)
+else
+    profile_flags=(--batch-size 4 --chunk-size 16 --batches 1)
+fi
+$python benchmarks/loop_profile.py --device "$device" --model "$model" --image-size "$size" \
+    "${profile_flags[@]}" --trace "$out/loop_trace.json" | tee "$out/loop_profile.txt"
 
 echo "== 3. the bare forward and every protocol's ratio to it"
 $python benchmarks/engine_throughput.py --model "$model" --image-size "$size" \
@@ -64,6 +77,11 @@ for key in sorted(k[: -len("_ratio_to_bare")] for k in r if k.endswith("_ratio_t
 if "lie_cost_in_forwards" in r:
     print(f"    lie: {r['lie_cost_in_forwards']:.2f} forward passes per tangent view")
 PY
+
+echo "== 3b. the bare forward against the views per pass (evaluate.py's --chunk-size)"
+if [ "$device" = cuda ]; then chunks=(128 256 512 1024); bf16=(--bf16); else chunks=(8 16 32 64); bf16=(); fi
+$python benchmarks/forward_chunks.py --model "$model" --image-size "$size" --device "$device" \
+    --chunks "${chunks[@]}" --seconds 2 --rounds 1 "${bf16[@]}" | tee "$out/forward_chunks.txt"
 
 echo "== 4. evaluate.py end to end: default experiments on $images synthetic JPEGs"
 $python benchmarks/scale_run.py --sizes "$images" --model "$model" --image-size "$size" \

@@ -63,6 +63,20 @@ def random_batches(count: int, size: int, canvas: int, device: str) -> list[dict
     return batches
 
 
+def build_evaluator(
+    model: str, canvas: int, experiments: list[str], chunk_size: int, device: str
+) -> InvarianceEvaluator:
+    """``evaluate.py``'s evaluator for ``model`` (random weights, 10 classes) at ``canvas`` px
+    over the presets ``experiments``, the Fig. 10 probe and per-view records on, on ``device``."""
+    classifier = InvarianceClassifier(model, pretrained=False, num_classes=10, image_size=canvas)
+    mean = tuple(classifier.data_config["mean"])
+    protocols, probed = build_experiments(experiments, PresetContext(canvas, mean))
+    evaluator = InvarianceEvaluator(
+        classifier, protocols, chunk_size, probe=True, probe_keys=probed, keep_per_image=True
+    )
+    return evaluator.to(device)
+
+
 def cuda_waits(evaluator: InvarianceEvaluator, batches: list[dict]) -> list[Counter]:
     """The synchronising calls CUDA reports for each batch, counted by the innermost place in
     lightning_inv that made them (else the innermost Python frame)."""
@@ -138,14 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args(argv)
-    classifier = InvarianceClassifier(
-        args.model, pretrained=False, num_classes=10, image_size=args.image_size
-    ).to(args.device)
-    mean = tuple(classifier.data_config["mean"])
-    protocols, probed = build_experiments(args.experiment, PresetContext(args.image_size, mean))
-    evaluator = InvarianceEvaluator(
-        classifier, protocols, args.chunk_size, probe=True, probe_keys=probed, keep_per_image=True
-    ).to(args.device)
+    evaluator = build_evaluator(
+        args.model, args.image_size, args.experiment, args.chunk_size, args.device
+    )
+    protocols = evaluator.protocols
     batches = random_batches(args.batches, args.batch_size, args.image_size, args.device)
     if args.device == "cuda":
         found = cuda_waits(evaluator, batches)

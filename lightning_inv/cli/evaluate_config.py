@@ -53,7 +53,7 @@ PROTOCOL_CHOICES = (
     "lie",
 )
 # Default (images per step, views per forward pass, decoding processes) on each kind of device.
-CPU_SIZES = (4, 64, 0)
+CPU_SIZES = (4, 16, 0)  # small forwards: 1.6-1.9x the views/s of 64 on a 2-core CPU (docs/speed.md)
 GPU_SIZES = (64, 512, 8)
 LIST_FLAGS = ("models", "experiment", "protocols", "scales", "compare")
 # Flags that change how a run computes, not what (the numbers stay the same): --resume takes them.

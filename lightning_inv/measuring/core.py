@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lightning_inv.measuring.engine import LayerResponses, view_logits
+from lightning_inv.measuring.engine import PROFILE_PREFIX, LayerResponses, view_logits
 from lightning_inv.measuring.lie import Linearized
 from lightning_inv.measuring.lie_layers import LayerAttribution
 from lightning_inv.measuring.measures import MEASURES, true_class_probability_per_view
@@ -293,6 +294,7 @@ def measure_batch(
             linearized,
             (attributions or {}).get(protocol.key),
         )
-        measure.update(logits, labels, device_indices, recorded)
+        with record_function(f"{PROFILE_PREFIX}{protocol.key}/measures"):
+            measure.update(logits, labels, device_indices, recorded)
         responses[protocol.key] = recorded
     return responses

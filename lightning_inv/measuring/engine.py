@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from lightning_inv.measuring.lie import Linearized, logit_derivatives
 from lightning_inv.measuring.lie_layers import LayerAttribution
@@ -18,6 +19,9 @@ from lightning_inv.measuring.nonshiftability import FeatureSums
 from lightning_inv.protocols import Protocol
 
 Classifier = Callable[[Tensor], Tensor]
+# torch.profiler ranges: "<prefix><protocol key>/views", ".../forward", ".../derivatives",
+# ".../measures" (benchmarks/profile_loop.py sums them per protocol and stage).
+PROFILE_PREFIX = "inv/"
 # layer -> (sums [B, T, K], peaks [B, T, K]) of a probed sweep, or per-image contributions [B]
 # of a differential protocol's layers.
 LayerResponses = dict[str, tuple[Tensor, Tensor] | Tensor]
@@ -57,24 +61,31 @@ def view_logits(
         ``(logits [B, T, C] float32, {layer: (sums [B, T, K], spatial maxima [B, T, K])})`` (the
         dict is empty without a probe).
     """
-    views = protocol(images, indices, originals if protocol.uses_original else None, validate_args)
+    with record_function(f"{PROFILE_PREFIX}{protocol.key}/views"):
+        photos = originals if protocol.uses_original else None
+        views = protocol(images, indices, photos, validate_args)
     if protocol.differential:
-        return derivative_rows(
-            linearized if linearized is not None else Linearized(model),  # type: ignore[arg-type]
-            protocol,
-            views[:, 0],
-            chunk_size,
-            attribution,
-        )
+        with record_function(f"{PROFILE_PREFIX}{protocol.key}/derivatives"):
+            return derivative_rows(
+                linearized if linearized is not None else Linearized(model),  # type: ignore[arg-type]
+                protocol,
+                views[:, 0],
+                chunk_size,
+                attribution,
+            )
     b, t = views.shape[:2]
     flat = views.flatten(0, 1)
     if probe is not None:
         probe.pop()
         was_recording, probe.recording = probe.recording, True
     try:
-        logits = torch.cat(
-            [model(flat[start : start + chunk_size]) for start in range(0, len(flat), chunk_size)]
-        )
+        with record_function(f"{PROFILE_PREFIX}{protocol.key}/forward"):
+            logits = torch.cat(
+                [
+                    model(flat[start : start + chunk_size])
+                    for start in range(0, len(flat), chunk_size)
+                ]
+            )
     finally:
         if probe is not None:
             probe.recording = was_recording
