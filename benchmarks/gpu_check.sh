@@ -10,7 +10,7 @@
 # 2. the host-device synchronisations of the measuring loop, per batch (CUDA's sync debug mode),
 #    and the profiler's split of the loop's time per protocol and stage (a Chrome trace too);
 # 3. the bare forward pass (views/s) and every protocol's ratio to it (engine_throughput.py,
-#    bf16 autocast, channels_last, 256 views per forward);
+#    bf16 autocast, channels_last, 512 views per forward: evaluate.py's default on a GPU),
 #    and the bare forward's views/s against the views per pass (forward_chunks.py);
 # 4. the default experiments (table1 fig2 fig6 fig10) end to end with evaluate.py on a synthetic
 #    folder of GPU_CHECK_IMAGES (10,000) ImageNet-sized JPEGs: start-up seconds (process start
@@ -34,8 +34,8 @@ images=${GPU_CHECK_IMAGES:-10000}
 workers=${GPU_CHECK_WORKERS:-8}
 if [ "$device" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    engine_flags=(--device cuda --precision bf16 --channels-last --batch-size 256)
-    evaluate_flags=(--accelerator gpu --precision bf16-mixed --channels-last --chunk-size 256)
+    engine_flags=(--device cuda --precision bf16 --channels-last --batch-size 512)
+    evaluate_flags=(--accelerator gpu --precision bf16-mixed --channels-last)  # 512 views per pass
     batch=64
     sync_flags=(--batch-size 8 --batches 3)
 else
