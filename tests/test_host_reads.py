@@ -9,6 +9,8 @@ import torch
 from lightning_inv.device_path import accelerated, accelerator_path
 from lightning_inv.measuring.evaluator import InvarianceEvaluator
 from lightning_inv.measuring.host_reads import HostReads, waits_per_batch
+from lightning_inv.protocols import FILL_MODES
+from lightning_inv.protocols.factory import PROTOCOLS, create_protocol
 from lightning_inv.protocols.presets import PresetContext, build_experiments
 from lightning_inv.protocols.transfer import to_device
 
@@ -80,13 +82,25 @@ def test_measuring_waits_for_the_device_only_to_check_the_first_batch(make_tiny,
     assert second == {}, second
 
 
-def test_accelerator_path_makes_the_views_of_the_cpu_path():
-    """Every protocol of every preset makes the same views on both paths (float32 rounding of
-    the blur: conv2d against shifted adds): catches a GPU-only branch that places an object one
-    pixel off, fills with another colour or inpaints otherwise, which no CPU machine would
-    otherwise run."""
-    canvas = 48
+def _every_protocol(canvas: int) -> list:
+    """Every preset's protocols, and every protocol of the factory with every fill it takes."""
     protocols, _ = build_experiments(["paper"], PresetContext(canvas, MEAN))
+    for name, kind in PROTOCOLS.items():
+        fills = FILL_MODES if "fill" in kind.__dataclass_fields__ else (None,)
+        for fill in fills:
+            protocols.append(
+                create_protocol(name, canvas=canvas, **({"fill": fill} if fill else {}))
+            )
+    return [p for p in protocols if not p.differential]
+
+
+def test_accelerator_path_makes_the_views_of_the_cpu_path():
+    """Every protocol (every preset's, every name with every fill) makes the same views on both
+    paths (float32 rounding of the blur: conv2d against shifted adds): catches a GPU-only branch
+    that places an object one pixel off, fills with another colour or inpaints otherwise, which
+    no CPU machine would otherwise run."""
+    canvas = 48
+    protocols = _every_protocol(canvas)
     batch = _batch(0, 2, canvas)
     for protocol in protocols:
         originals = batch["original"] if protocol.uses_original else None
