@@ -1,6 +1,6 @@
 """Which code path a tensor's work takes: the CPU path or the accelerator path.
 
-Some steps have two implementations with the same numbers (docs/design.md, "Speed"): on the CPU
+Some steps have two implementations with the same numbers (docs/design.md, "Devices"): on the CPU
 the views are pasted in place and the inpainting runs as one compiled loop (``band_kernel``);
 on an accelerator every step keeps fixed shapes, reads no device value on the host and queues
 its host-to-device copies (CUDA graphs, pinned memory). ``accelerated`` decides; inside

@@ -35,10 +35,8 @@ def seconds_since_process_start() -> float | None:
 
 def peak_host_mib() -> float:
     """Peak resident memory of this process (MiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (
-        peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-    )  # bytes on macOS, KiB on Linux
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 class RunTiming(Callback):
@@ -93,7 +91,8 @@ class RunTiming(Callback):
 
     def summary(self, device: torch.device) -> dict[str, float | None]:
         measured = self._last_end - self._first_end
-        rate = self._images_after_first / measured if measured > 0 else None
+        timed = measured > 0 and self._images_after_first > 0  # one batch: no rate after it
+        rate = self._images_after_first / measured if timed else None
         peak_device = (
             torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         )
