@@ -319,6 +319,7 @@ def test_default_experiments_fit_a_small_canvas_with_intervals_and_paired_differ
         timing["images_per_s"] * timing["views_per_image"], rel=1e-3
     )
     assert timing["peak_device_mib"] is None and timing["device"].startswith("cpu")
+    assert f"then {timing['images_per_s']:.2f} images/s" in out  # the console says it too
 
 
 def _measures(folder, model, protocol="fig2_translate_inpaint", measure="accuracy"):

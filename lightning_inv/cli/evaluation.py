@@ -42,7 +42,7 @@ from lightning_inv.reporting.run_folder import (
     save_model_results,
 )
 from lightning_inv.reporting.tables import image_namer, label_namer
-from lightning_inv.reporting.timing import RunTiming, device_name
+from lightning_inv.reporting.timing import RunTiming, describe_timing, device_name
 
 MOVING = ("translate", "crop", "embed", "sequence")  # protocols that take --direction
 
@@ -263,6 +263,8 @@ def measure_model(
         "chunk_size": chunk_size,
         "num_workers": num_workers,
     }
+    if is_main:
+        print(f"[{model.spec}] measured {describe_timing(costs)}")
     return Measured(evaluator, dataset, trainer, described, subsampling, weights, costs)
 
 

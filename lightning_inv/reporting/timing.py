@@ -107,6 +107,21 @@ class RunTiming(Callback):
         }
 
 
+def describe_timing(timing: dict[str, Any]) -> str:
+    """One line of a ``summary`` (with ``device``), for the console."""
+    parts = [f"on {timing['device']}"]
+    if timing.get("ready_s") is not None:
+        parts.append(f"first batch {timing['ready_s']:.1f} s after start")
+    if timing.get("images_per_s") is not None:
+        parts.append(
+            f"then {timing['images_per_s']:.2f} images/s ({timing['views_per_s']:.0f} views/s)"
+        )
+    peak = f"peak memory {timing['peak_host_mib'] / 1024:.1f} GiB"
+    if timing.get("peak_device_mib") is not None:
+        peak += f" host, {timing['peak_device_mib'] / 1024:.1f} GiB device"
+    return ", ".join([*parts, peak])
+
+
 def device_name(device: torch.device) -> str:
     """``cpu (N threads)`` or the GPU's name."""
     if device.type == "cuda":
