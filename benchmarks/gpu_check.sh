@@ -21,10 +21,13 @@
 # e.g. GPU_CHECK_MODEL=test_efficientnet GPU_CHECK_IMAGE_SIZE=64 GPU_CHECK_IMAGES=64),
 # GPU_CHECK_MODEL (tf_efficientnet_lite0), GPU_CHECK_IMAGE_SIZE (the model's, 224),
 # GPU_CHECK_IMAGES (10000), GPU_CHECK_WORKERS (decoding processes, 8), PYTHON (python3).
-set -euo pipefail
+set -uo pipefail  # a failing step is reported and the next one still runs
 cd "$(dirname "$0")/.."
+status=0
+failed() { echo "!! $1 failed: see above; the other steps go on"; status=1; }
 out=${1:-runs/gpu_check}
 mkdir -p "$out"
+rm -f "$out"/{engine.json,scale.json,host_syncs.txt,loop_profile.txt,loop_trace.json,forward_chunks.txt}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 device=${GPU_CHECK_DEVICE:-cuda}
@@ -49,11 +52,11 @@ torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
 
 echo "== 1. the CUDA path against the CPU path (tests)"
 $python -m pytest -q -p no:cacheprovider tests/test_inpaint.py tests/test_crop_selection.py \
-    tests/test_protocols.py tests/test_host_reads.py 2>&1 | tail -2
+    tests/test_protocols.py tests/test_host_reads.py 2>&1 | tail -2 || failed "the tests"
 
 echo "== 2. host-device synchronisations per batch of the measuring loop"
 $python benchmarks/host_syncs.py --device "$device" --model "$model" --image-size "$size" \
-    "${sync_flags[@]}" | tee "$out/host_syncs.txt" || echo "(a later batch waits: see above)"
+    "${sync_flags[@]}" | tee "$out/host_syncs.txt" || failed "host_syncs.py (a wait after the first batch, or a crash)"
 
 echo "== 2b. where the loop's time goes, per protocol and stage (torch profiler)"
 if [ "$device" = cuda ]; then
@@ -62,12 +65,14 @@ else
     profile_flags=(--batch-size 4 --chunk-size 16 --batches 1)
 fi
 $python benchmarks/loop_profile.py --device "$device" --model "$model" --image-size "$size" \
-    "${profile_flags[@]}" --trace "$out/loop_trace.json" | tee "$out/loop_profile.txt"
+    "${profile_flags[@]}" --trace "$out/loop_trace.json" | tee "$out/loop_profile.txt" ||
+    failed "the loop profile"
 
 echo "== 3. the bare forward and every protocol's ratio to it"
 $python benchmarks/engine_throughput.py --model "$model" --image-size "$size" \
-    "${engine_flags[@]}" --repeats 5 --output "$out/engine.json" >/dev/null
-$python - "$out/engine.json" <<'PY'
+    "${engine_flags[@]}" --repeats 5 --output "$out/engine.json" >/dev/null ||
+    failed "engine_throughput.py"
+[ -f "$out/engine.json" ] && $python - "$out/engine.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"{r['model']} ({r['precision']}): bare forward {r['bare_forward_views_per_s']:.0f} views/s; "
@@ -81,17 +86,19 @@ PY
 echo "== 3b. the bare forward against the views per pass (evaluate.py's --chunk-size)"
 if [ "$device" = cuda ]; then chunks=(128 256 512 1024); bf16=(--bf16); else chunks=(8 16 32 64); bf16=(); fi
 $python benchmarks/forward_chunks.py --model "$model" --image-size "$size" --device "$device" \
-    --chunks "${chunks[@]}" --seconds 2 --rounds 1 "${bf16[@]}" | tee "$out/forward_chunks.txt"
+    --chunks "${chunks[@]}" --seconds 2 --rounds 1 "${bf16[@]}" | tee "$out/forward_chunks.txt" ||
+    failed "forward_chunks.py"
 
 echo "== 4. evaluate.py end to end: default experiments on $images synthetic JPEGs"
 $python benchmarks/scale_run.py --sizes "$images" --model "$model" --image-size "$size" \
     --classes 10 --experiment table1 fig2 fig6 fig10 --batch-size "$batch" \
     --num-workers "$workers" --folder "${TMPDIR:-/tmp}/li_gpu_check_jpegs" \
-    --output "$out/scale.json" -- "${evaluate_flags[@]}" >/dev/null
-$python - "$out/scale.json" "$out/engine.json" <<'PY'
-import json, sys
+    --output "$out/scale.json" -- "${evaluate_flags[@]}" >/dev/null || failed "scale_run.py"
+[ -f "$out/scale.json" ] && $python - "$out/scale.json" "$out/engine.json" <<'PY'
+import json, os, sys
 run = json.load(open(sys.argv[1]))["runs"][-1]
-bare = json.load(open(sys.argv[2]))["bare_forward_views_per_s"]
+engine = json.load(open(sys.argv[2])) if os.path.exists(sys.argv[2]) else {}
+bare = engine.get("bare_forward_views_per_s", float("nan"))
 t = run["timing"]
 minutes = (t["ready_s"] + 50000 / t["images_per_s"]) / 60
 device = "n/a" if t["peak_device_mib"] is None else f"{t['peak_device_mib']:.0f} MiB"
@@ -104,3 +111,4 @@ print(f"    after the first batch: {t['images_per_s']:.1f} images/s = {t['views_
 print(f"    peak memory: host {run['peak_rss_mib']:.0f} MiB (largest process), device {device}")
 print(f"    50,000 images x the default experiments: {minutes:.1f} min")
 PY
+exit $status

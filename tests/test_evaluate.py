@@ -313,7 +313,7 @@ def test_default_experiments_fit_a_small_canvas_with_intervals_and_paired_differ
     # What the measurement cost (6 images: a first batch of 4, then 2 timed for the rate).
     timing = saved["timing"]["resnet10t"]
     assert timing["views_per_image"] == sum(row["num_views"] for row in rows.values())
-    assert (timing["batch_size"], timing["chunk_size"], timing["num_workers"]) == (4, 16, 0)
+    assert (timing["batch_size"], timing["chunk_size"], timing["num_workers"]) == (4, 112, 0)
     assert timing["ready_s"] > 0 and timing["first_batch_s"] > 0 and timing["peak_host_mib"] > 0
     assert timing["views_per_s"] == pytest.approx(
         timing["images_per_s"] * timing["views_per_image"], rel=1e-3

@@ -213,17 +213,24 @@ def test_bad_config_values_are_one_line_errors_before_any_folder_is_made(
 
 
 def test_loop_sizes_follow_the_device_unless_given(monkeypatch):
-    """A GPU gets large batches and decoding processes, the CPU today's small ones, and a flag
-    always wins (0 workers too): catches the GPU defaults on the CPU (a 64-image batch of views
-    in memory), the CPU's 0 workers on a GPU (decoding in the loop's process) and a given
-    ``--num-workers 0`` taken for "not given"."""
-    from lightning_inv.cli.evaluate_config import CPU_SIZES, GPU_SIZES, EvaluateConfig
+    """A GPU gets large batches and decoding processes, the CPU small ones, with passes of views
+    that shrink as the views grow, and a flag always wins (0 workers too): catches the GPU
+    defaults on the CPU (a 64-image batch of views in memory), the CPU's 0 workers on a GPU
+    (decoding in the loop's process), the CPU chunk growing with the canvas instead of
+    shrinking, and a given ``--num-workers 0`` taken for "not given"."""
+    from lightning_inv.cli.evaluate_config import GPU_SIZES, EvaluateConfig
 
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    assert EvaluateConfig(accelerator="cpu").loop_sizes() == CPU_SIZES
+    cpu = EvaluateConfig(accelerator="cpu")
+    assert [cpu.loop_sizes(side) for side in (224, 448, 64, 16)] == [
+        (4, 16, 0),
+        (4, 8, 0),
+        (4, 56, 0),
+        (4, 224, 0),
+    ]
     batch, chunk, workers = EvaluateConfig(accelerator="gpu").loop_sizes()
     assert (batch, chunk) == GPU_SIZES[:2] and workers == min(GPU_SIZES[2], 4)
     given = EvaluateConfig(accelerator="gpu", batch_size=3, chunk_size=7, num_workers=0)
     assert given.loop_sizes() == (3, 7, 0)
     auto = EvaluateConfig(accelerator="auto").loop_sizes()
-    assert auto == ((*GPU_SIZES[:2], 4) if torch.cuda.is_available() else CPU_SIZES)
+    assert auto == ((*GPU_SIZES[:2], 4) if torch.cuda.is_available() else (4, 16, 0))

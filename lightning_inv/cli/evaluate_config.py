@@ -53,7 +53,10 @@ PROTOCOL_CHOICES = (
     "lie",
 )
 # Default (images per step, views per forward pass, decoding processes) on each kind of device.
-CPU_SIZES = (4, 16, 0)  # small forwards: 1.6-1.9x the views/s of 64 on a 2-core CPU (docs/speed.md)
+# The CPU's views per pass: CPU_CHUNK_AT_224 at 224 px, in inverse proportion to the canvas side
+# (small passes keep the activations in the cache; docs/speed.md "Views per forward pass").
+CPU_SIZES = (4, None, 0)
+CPU_CHUNK_AT_224 = 16
 GPU_SIZES = (64, 512, 8)
 LIST_FLAGS = ("models", "experiment", "protocols", "scales", "compare")
 # Flags that change how a run computes, not what (the numbers stay the same): --resume takes them.
@@ -124,13 +127,16 @@ class EvaluateConfig:
             return True
         return self.accelerator == "auto" and torch.cuda.is_available()
 
-    def loop_sizes(self) -> tuple[int, int, int]:
-        """(images per step, views per forward pass, decoding processes): the flags, else
-        ``CPU_SIZES`` or ``GPU_SIZES`` (a GPU takes large batches and needs its images decoded
-        by several processes to stay busy; the numbers do not depend on them)."""
+    def loop_sizes(self, canvas: int = 224) -> tuple[int, int, int]:
+        """(images per step, views per forward pass, decoding processes) for views of
+        ``canvas`` px: the flags, else ``CPU_SIZES`` or ``GPU_SIZES`` (a GPU takes large batches
+        and needs its images decoded by several processes to stay busy; the numbers do not
+        depend on them)."""
         batch, chunk, workers = GPU_SIZES if self.on_gpu() else CPU_SIZES
         if self.on_gpu():
             workers = min(workers, os.cpu_count() or 1)
+        else:
+            chunk = min(256, max(4, round(CPU_CHUNK_AT_224 * 224 / canvas)))
         return (
             self.batch_size or batch,
             self.chunk_size or chunk,
@@ -249,8 +255,8 @@ FLAGS: dict[str, dict[str, Any]] = {
     },
     "chunk_size": {
         "type": int | None,
-        "help": f"views per forward pass (default: {CPU_SIZES[1]} on the CPU, {GPU_SIZES[1]} on a "
-        "GPU)",
+        "help": f"views per forward pass (default on the CPU: {CPU_CHUNK_AT_224} at 224 px, more "
+        f"for smaller views, 56 at 64 px; on a GPU: {GPU_SIZES[1]})",
     },
     "num_workers": {
         "type": int | None,

@@ -197,7 +197,7 @@ def measure_model(
     except (BackboneError, ValueError, FileNotFoundError) as err:
         return f"{model.spec}: {err}"
     canvas = classifier.image_size
-    batch_size, chunk_size, num_workers = config.loop_sizes()
+    batch_size, chunk_size, num_workers = config.loop_sizes(canvas)
     subsampling = measure_subsampling(classifier.model, canvas)
     evaluator = InvarianceEvaluator(
         classifier,
