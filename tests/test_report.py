@@ -18,6 +18,7 @@ from wandb_records import records, run_file
 
 from lightning_inv.measuring.core import ProtocolResult
 from lightning_inv.protocols import Translate
+from lightning_inv.reporting.figures import ModelRun
 from lightning_inv.reporting.leaderboard import LeaderboardError, entries, ranked
 from lightning_inv.reporting.report import comparison_rows, flips
 from lightning_inv.reporting.training_report import training_report
@@ -163,6 +164,27 @@ def test_flips_pick_the_neighbouring_pair_with_the_largest_drop():
         ],
     )
     assert flips(result) == [(0, 2, pytest.approx(0.3)), (3, 1, pytest.approx(0.05))]
+
+
+def test_the_comparison_table_keeps_the_most_jagged_images_when_it_must_cut(monkeypatch):
+    """At scale the W&B table keeps ``TABLE_IMAGES`` images per protocol, those with the most
+    top-1 changes (over models): catches the first images in data order, a cap that is not
+    applied, and the count of one model taken for all."""
+    from lightning_inv.reporting import comparison_table
+
+    monkeypatch.setattr(comparison_table, "TABLE_IMAGES", 2)
+    monkeypatch.setattr(comparison_table, "TABLE_FLIPS", 0)  # no views made again
+    still = [0, 0, 0, 0, 0]
+    first = _result([still, [0, 1, 0, 1, 1], still, [0, 1, 0, 0, 0]], [[0.5] * 5] * 4)
+    second = _result([still, still, [0, 1, 0, 1, 0], [0, 1, 0, 1, 0]], [[0.5] * 5] * 4)
+    protocol = first.protocol
+    runs = [
+        ModelRun(name, {}, {protocol.key: result}, [protocol], None)  # type: ignore[arg-type]
+        for name, result in (("a", first), ("b", second))
+    ]
+    columns, rows = comparison_table.comparison_rows(runs, str, str)
+    changes = [columns.index("a top1_changes"), columns.index("b top1_changes")]
+    assert [(r[0], [r[c] for c in changes]) for r in rows] == [("2", [0, 4]), ("3", [2, 4])]
 
 
 def test_a_comparison_is_highlighted_only_when_its_interval_excludes_zero():

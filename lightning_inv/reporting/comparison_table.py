@@ -1,7 +1,9 @@
 """One table across the models of an evaluation, a row per image and protocol: each model's
 count of top-1 changes and its mean and minimum P(true class), and the views where the top-1
 flips (the first model's largest flip between neighbouring views, side by side), so a table tool
-(W&B's) can compare the models image by image."""
+(W&B's) can compare the models image by image. At most ``TABLE_IMAGES`` images per protocol (those
+with the most top-1 changes; W&B keeps 200,000 rows a table) and ``TABLE_FLIPS`` pictures (the
+largest flips; each is made again from its photo): the rest is in per_image.csv."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import numpy as np
 import torch
 
 from lightning_inv.reporting.figures import ModelRun
-from lightning_inv.reporting.report import flips
+from lightning_inv.reporting.report import flips, top1_changes
 
 Namer = Callable[[int], str]
+TABLE_IMAGES = 1000
+TABLE_FLIPS = 100
 
 
 def comparison_columns(models: Sequence[str]) -> list[str]:
@@ -36,19 +40,21 @@ def comparison_rows(
         results = [run.per_image.get(key) for run in runs]
         if any(r is None or r.p_true is None or r.top1 is None for r in results):
             continue
-        if any(list(r.indices) != list(results[0].indices) for r in results):  # type: ignore[union-attr]
+        if any(not np.array_equal(r.indices, results[0].indices) for r in results):  # type: ignore[union-attr]
             continue
-        found = {}  # row -> (model position, view): the first model that flips there
+        found: dict[int, tuple[int, int]] = {}  # row -> (model, view): the first model to flip
         for position, result in enumerate(results):
             for row, view, _ in flips(result):  # type: ignore[arg-type]
-                found.setdefault(row, (position, view))
+                if len(found) < TABLE_FLIPS or row in found:
+                    found.setdefault(row, (position, view))
+        changes = np.stack([top1_changes(r) for r in results])  # type: ignore[arg-type]
         first = results[0]
-        for row in range(first.num_images):  # type: ignore[union-attr]
+        for row in np.argsort(-changes.max(axis=0), kind="stable")[:TABLE_IMAGES].tolist():
             index = int(first.indices[row])  # type: ignore[union-attr]
             cells: list[Any] = [namer(index), class_namer(int(first.labels[row])), key]  # type: ignore[union-attr]
-            for result in results:
-                p, top1 = result.p_true[row].astype(np.float64), result.top1[row]  # type: ignore[union-attr,index]
-                cells += [int((top1[1:] != top1[:-1]).sum()), float(p.mean()), float(p.min())]
+            for position, result in enumerate(results):
+                p = result.p_true[row].astype(np.float64)  # type: ignore[union-attr,index]
+                cells += [int(changes[position, row]), float(p.mean()), float(p.min())]
             picture, caption = None, ""
             if row in found and protocol.ordered:
                 position, view = found[row]

@@ -116,18 +116,24 @@ def published_section(results: Mapping[str, Any]) -> str:
     return h.table(headers, rows)
 
 
+def top1_changes(result: ProtocolResult) -> np.ndarray:
+    """[N]: per image, the number of neighbouring views whose top-1 differ (needs kept views)."""
+    top1 = result.top1
+    assert top1 is not None, "the per-view top-1 was not kept"
+    return (top1[:, 1:] != top1[:, :-1]).sum(axis=1)
+
+
 def flips(result: ProtocolResult) -> list[tuple[int, int, float]]:
     """``(row, view, drop)`` for each image whose top-1 changes between two neighbouring views
     of a sweep: the neighbouring pair with the largest change of P(true class), largest first."""
     if result.top1 is None or result.p_true is None or result.top1.shape[1] < 2:
         return []
-    found = []
-    for row in range(result.num_images):
-        changed = np.flatnonzero(result.top1[row, 1:] != result.top1[row, :-1])
-        if len(changed):
-            jumps = np.abs(np.diff(result.p_true[row].astype(np.float64)))[changed]
-            view = int(changed[int(np.argmax(jumps))])
-            found.append((row, view, float(jumps.max())))
+    changed = result.top1[:, 1:] != result.top1[:, :-1]  # [N, T - 1]
+    jumps = np.abs(np.diff(result.p_true.astype(np.float64), axis=1))
+    jumps = np.where(changed, jumps, -1.0)  # a pair without a flip is never chosen
+    views = jumps.argmax(axis=1)
+    rows = np.flatnonzero(changed.any(axis=1))
+    found = [(int(r), int(views[r]), float(jumps[r, views[r]])) for r in rows]
     return sorted(found, key=lambda item: -item[2])
 
 
@@ -170,7 +176,7 @@ def gallery(runs: Sequence[ModelRun], namer: Namer, class_namer: Namer) -> str:
 
 def curves(runs: Sequence[ModelRun], namer: Namer, class_namer: Namer) -> str:
     """Per ordered protocol: one row per image with P(true class) over its views for every model
-    and its count of top-1 changes; sortable, most changes first."""
+    and its count of top-1 changes; sortable, the ``CURVE_ROWS`` images with most changes."""
     parts = []
     first = runs[0] if runs else None
     for protocol in first.protocols if first else []:
@@ -183,34 +189,43 @@ def curves(runs: Sequence[ModelRun], namer: Namer, class_namer: Namer) -> str:
         if not protocol.ordered or not results:
             continue
         reference = next(iter(results.values()))
-        names = list(results)
+        results = {  # models measured on other images cannot share a row
+            name: result
+            for name, result in results.items()
+            if np.array_equal(result.indices, reference.indices)
+        }
+        changes = np.stack([top1_changes(result) for result in results.values()])  # [M, N]
+        order = np.argsort(-changes.max(axis=0), kind="stable")  # most jagged first
+        shown = order[:CURVE_ROWS]
         rows = []
-        for row in range(reference.num_images):
-            index = int(reference.indices[row])
-            series, changes = {}, []
-            for name, result in results.items():
-                if list(result.indices) != list(reference.indices):
-                    continue
-                series[name] = (protocol.positions, result.p_true[row].tolist())  # type: ignore[index]
-                top1 = result.top1[row]  # type: ignore[index]
-                changes.append(int((top1[1:] != top1[:-1]).sum()))
-            cells = [h.text(namer(index)), h.text(class_namer(int(reference.labels[row])))]
-            cells += [h.Cell(str(c), c, "num") for c in changes]
-            rows.append((max(changes, default=0), cells, series))
-        rows.sort(key=lambda item: -item[0])  # most jagged first; the legend on the top row
-        left_out = max(0, len(rows) - CURVE_ROWS)
-        rows = rows[:CURVE_ROWS]
-        for position, (_, cells, series) in enumerate(rows):
+        for position, row in enumerate(shown):
+            series = {
+                name: (protocol.positions, result.p_true[row].tolist())  # type: ignore[index]
+                for name, result in results.items()
+            }
             chart = h.line_chart(series, protocol.axis_label, (0.0, 1.0), 300, 110, position == 0)
-            cells.append(h.Cell(chart))
-        headers = ["image", "true class", *[f"top-1 changes, {n}" for n in names], "P(true class)"]
+            rows.append(
+                [
+                    h.text(namer(int(reference.indices[row]))),
+                    h.text(class_namer(int(reference.labels[row]))),
+                    *[h.Cell(str(c), int(c), "num") for c in changes[:, row]],
+                    h.Cell(chart),
+                ]
+            )
+        headers = [
+            "image",
+            "true class",
+            *[f"top-1 changes, {n}" for n in results],
+            "P(true class)",
+        ]
+        left_out = len(order) - len(shown)
         note = (
             f'<p class="muted">The {CURVE_ROWS} images with the most top-1 changes; {left_out} '
             "more in per_image.csv.</p>"
             if left_out
             else ""
         )
-        parts.append(f"<h3>{h.esc(key)}</h3>{note}" + h.table(headers, [c for _, c, _ in rows]))
+        parts.append(f"<h3>{h.esc(key)}</h3>{note}" + h.table(headers, rows))
     return "".join(parts)
 
 
